@@ -1,0 +1,112 @@
+"""The tiny model end to end on the CPU: logits against the float32 reference, both layouts,
+greedy generation against teacher forcing, KV-cached decode against recompute."""
+
+import pytest
+import torch
+
+from tritonllm import LLM
+from tritonllm.engine import PromptError
+from tritonllm.model.reference import reference_logits
+from tritonllm.model.rope import yarn_frequencies
+
+PROMPT = [200006, 17360, 200008, 3575, 553, 261, 10297, 20994, 13, 200007, 200006, 1428, 200008, 12194, 0, 2405]
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def prompt_logits(tiny_llm):
+    return tiny_llm.logits(PROMPT)
+
+
+def test_logits_match_float32_reference(tiny_llm, prompt_logits):
+    ref = reference_logits(tiny_llm.weights, torch.tensor(PROMPT))
+    assert prompt_logits.shape == (len(PROMPT), 201088) and prompt_logits.dtype == torch.float32
+    assert rel_err(prompt_logits, ref) < 2e-2
+    assert (prompt_logits.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_hf_layout_gives_the_same_logits(tiny_checkpoints, prompt_logits):
+    hf = LLM(tiny_checkpoints["hf"], device="cpu", context_length=32)
+    assert torch.equal(hf.logits(PROMPT), prompt_logits)
+
+
+def test_greedy_generation_is_the_argmax_chain_of_teacher_forcing(tiny_llm):
+    generated = list(tiny_llm.generate(PROMPT, 4, temperature=0))
+    assert len(generated) == 4
+    full = tiny_llm.logits(PROMPT + generated)
+    assert full[len(PROMPT) - 1 : -1].argmax(-1).tolist() == generated
+
+
+def test_kv_cached_decode_equals_full_recompute(tiny_llm):
+    engine = tiny_llm.engine
+    prefix, extra = PROMPT[:12], PROMPT[12:]  # crosses the sliding window of 8
+    engine.prefill(prefix)
+    decoded = []
+    for token in extra:
+        engine.token.fill_(token)
+        engine.pos.fill_(len(engine.cached))
+        decoded.append(engine.model.decode(engine.token, engine.pos, engine.cache, engine.scratch)[0])
+        engine.cached.append(token)
+    full = tiny_llm.logits(PROMPT)[len(prefix) :]
+    assert rel_err(torch.stack(decoded), full) < 1e-2
+
+
+def test_next_turn_reuses_the_cached_prefix(tiny_llm, monkeypatch):
+    engine = tiny_llm.engine
+    first = list(tiny_llm.generate(PROMPT, 2, temperature=0))
+    prefilled = []
+    original = engine.model.prefill
+    monkeypatch.setattr(engine.model, "prefill", lambda tokens, pos0, *a, **k: prefilled.append((len(tokens), pos0)) or original(tokens, pos0, *a, **k))
+    follow_up = PROMPT + first + [200007, 200006]
+    again = list(tiny_llm.generate(follow_up, 2, temperature=0))
+    assert prefilled == [(len(follow_up) - len(PROMPT) - 1, len(PROMPT) + 1)]
+    assert again == tiny_llm.logits(follow_up + again)[len(follow_up) - 1 : -1].argmax(-1).tolist()
+
+
+def test_seeded_sampling_is_reproducible(tiny_llm):
+    a = list(tiny_llm.generate(PROMPT, 3, temperature=1.0, top_p=0.9, seed=5))
+    b = list(tiny_llm.generate(PROMPT, 3, temperature=1.0, top_p=0.9, seed=5))
+    assert a == b
+
+
+def test_stop_token_ends_generation(tiny_llm):
+    first = next(iter(tiny_llm.generate(PROMPT, 1, temperature=0)))
+    assert list(tiny_llm.generate(PROMPT, 5, temperature=0, stop_tokens=[first])) == [first]
+
+
+def test_generation_stops_when_the_context_is_full(tiny_checkpoints):
+    llm = LLM(tiny_checkpoints["original"], device="cpu", context_length=len(PROMPT) + 2)
+    assert len(list(llm.generate(PROMPT, 10, temperature=0))) == 3
+
+
+def test_bad_prompts_get_clear_errors(tiny_llm):
+    with pytest.raises(PromptError, match="empty"):
+        tiny_llm.logits([])
+    with pytest.raises(PromptError, match="201088 is outside the vocabulary"):
+        tiny_llm.logits([1, 201088])
+    with pytest.raises(PromptError, match="65 tokens but the context holds 64"):
+        list(tiny_llm.generate([1] * 65, 1))
+    with pytest.raises(ValueError, match="top_p"):
+        list(tiny_llm.generate([1], 1, top_p=0))
+
+
+def test_yarn_frequencies():
+    from tritonllm.model.config import preset
+
+    concentration, inv_freq = yarn_frequencies(preset("20b"))
+    assert concentration == pytest.approx(0.1 * torch.log(torch.tensor(32.0)).item() + 1)
+    base = 1.0 / 150000 ** (torch.arange(0, 64, 2) / 64)
+    assert torch.allclose(inv_freq[:8], base[:8])  # short wavelengths keep their frequency
+    assert torch.allclose(inv_freq[-4:], base[-4:] / 32)  # long ones are interpolated
+    assert (inv_freq[8:-4] <= base[8:-4]).all() and (inv_freq[8:-4] >= base[8:-4] / 32).all()
+
+
+def test_no_gpu_message(monkeypatch):
+    from tritonllm.llm import DeviceError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no CUDA GPU found"):
+        resolve_device(None)

@@ -1,0 +1,162 @@
+"""Each kernel against its torch reference on fresh random inputs, at any shape and device.
+
+The CPU test suite runs these at small, ragged shapes under Triton's interpreter; the GPU
+check (tools/gpu_check.py) runs them at gpt-oss shapes. Every check returns its relative
+error and the bound that fits the output's precision.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonllm.kernels.attention import attention_decode, attention_prefill, attention_reference
+from tritonllm.kernels.embedding import embedding, embedding_reference
+from tritonllm.kernels.linear import linear, linear_reference
+from tritonllm.kernels.moe import (
+    TILE_ROWS, moe_align, moe_combine, moe_mlp1, moe_mlp2, swiglu_reference, topk_softmax,
+)
+from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
+from tritonllm.kernels.rope import rope_qkv, rope_reference
+from tritonllm.model.reference import dequantize_mxfp4
+
+BF16_OUT = 1e-2  # outputs rounded to bf16 (relative rounding 2^-9, plus bf16 intermediates)
+F32_OUT = 1e-4  # float32 outputs of bf16 inputs with float32 accumulation
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def _result(name: str, shape: dict, out, ref, bound: float) -> dict:
+    return {"kernel": name, **shape, "rel_err": rel_err(out, ref), "bound": bound}
+
+
+def check_embedding(device, V=1000, H=96, T=7) -> dict:
+    table = torch.randn(V, H, device=device).bfloat16()
+    tokens = torch.randint(0, V, (T,), dtype=torch.int32, device=device)
+    return _result("embedding", {"V": V, "H": H, "T": T}, embedding(tokens, table), embedding_reference(tokens, table), 0.0)
+
+
+def check_rmsnorm(device, T=5, H=100) -> dict:
+    x = torch.randn(T, H, device=device) * 3
+    scale = torch.randn(H, device=device)
+    return _result("rmsnorm", {"T": T, "H": H}, rmsnorm(x, scale, 1e-5), rmsnorm_reference(x, scale, 1e-5), BF16_OUT)
+
+
+def check_linear(device, M=37, N=300, K=200, bias=True, residual=True, out_dtype=torch.float32) -> dict:
+    x = torch.randn(M, K, device=device).bfloat16()
+    w = (torch.randn(N, K, device=device) * 0.05).bfloat16()
+    b = torch.randn(N, device=device).bfloat16() if bias else None
+    r = torch.randn(M, N, device=device) if residual else None
+    ref = linear_reference(x, w, b, r)
+    out = linear(x, w, b, r.clone() if residual else None, out_dtype=out_dtype)
+    bound = F32_OUT if out.dtype == torch.float32 else BF16_OUT
+    return _result("linear", {"M": M, "N": N, "K": K, "bias": bias, "residual": residual}, out, ref, bound)
+
+
+def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5, ctx=64) -> dict:
+    qkv = torch.randn(T, (NH + 2 * KVH) * D, device=device).bfloat16()
+    pos = torch.arange(pos0, pos0 + T, dtype=torch.int32, device=device)
+    inv_freq = 1.0 / (150000 ** (torch.arange(0, D, 2, device=device).float() / D))
+    k_cache = torch.randn(ctx, KVH, D, device=device).bfloat16()
+    v_cache = torch.randn(ctx, KVH, D, device=device).bfloat16()
+    q = rope_qkv(qkv, pos, inv_freq, 1.35, k_cache, v_cache, NH)
+    out = torch.cat([q.flatten(1), k_cache[pos0 : pos0 + T].flatten(1), v_cache[pos0 : pos0 + T].flatten(1)], 1)
+    q_ref = rope_reference(qkv[:, : NH * D].view(T, NH, D), pos, inv_freq, 1.35)
+    k_ref = rope_reference(qkv[:, NH * D : (NH + KVH) * D].view(T, KVH, D), pos, inv_freq, 1.35)
+    ref = torch.cat([q_ref.flatten(1), k_ref.flatten(1), qkv[:, (NH + KVH) * D :].float()], 1)
+    return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0}, out, ref, BF16_OUT)
+
+
+def _attention_inputs(device, S, NH, KVH, D, ctx):
+    k = torch.randn(ctx, KVH, D, device=device).bfloat16()
+    v = torch.randn(ctx, KVH, D, device=device).bfloat16()
+    sinks = torch.randn(NH, device=device)
+    return k, v, sinks
+
+
+def check_attention_prefill(device, T=13, pos0=27, NH=16, KVH=2, D=16, window=8, ctx=64) -> dict:
+    k, v, sinks = _attention_inputs(device, pos0 + T, NH, KVH, D, ctx)
+    q = torch.randn(T, NH, D, device=device).bfloat16()
+    out = attention_prefill(q, k, v, sinks, pos0, D**-0.5, window)
+    ref = attention_reference(q, k[: pos0 + T], v[: pos0 + T], sinks, pos0, D**-0.5, window)
+    shape = {"T": T, "pos0": pos0, "NH": NH, "KVH": KVH, "D": D, "window": window}
+    return _result("attention_prefill", shape, out, ref, BF16_OUT)
+
+
+def check_attention_decode(device, pos=39, NH=16, KVH=2, D=16, window=8, ctx=64) -> dict:
+    k, v, sinks = _attention_inputs(device, pos + 1, NH, KVH, D, ctx)
+    q = torch.randn(1, NH, D, device=device).bfloat16()
+    pos_t = torch.tensor([pos], dtype=torch.int32, device=device)
+    out = attention_decode(q, k, v, sinks, pos_t, D**-0.5, window)
+    ref = attention_reference(q, k[: pos + 1], v[: pos + 1], sinks, pos, D**-0.5, window)
+    shape = {"pos": pos, "NH": NH, "KVH": KVH, "D": D, "window": window, "ctx": ctx}
+    return _result("attention_decode", shape, out, ref, BF16_OUT)
+
+
+def check_topk_softmax(device, T=9, E=8, K=4) -> dict:
+    logits = torch.randn(T, E, device=device)
+    ids, gates = topk_softmax(logits, K)
+    top = torch.topk(logits, K)
+    if not torch.equal(ids.long(), top.indices):
+        return {"kernel": "topk_softmax", "T": T, "E": E, "K": K, "rel_err": float("inf"), "bound": 0.0}
+    return _result("topk_softmax", {"T": T, "E": E, "K": K}, gates, torch.softmax(top.values, -1), F32_OUT)
+
+
+def random_experts(device, E, N, K):
+    """Random packed MXFP4 weights [E, N, K/32, 16] + scales around 2^-8, and a bias."""
+    blocks = torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, device=device)
+    scales = torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device=device)
+    bias = (torch.randn(E, N, device=device) * 0.1).bfloat16()
+    return blocks, scales, bias
+
+
+def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0) -> dict:
+    """The whole expert path: routing, grouping, mlp1 + SwiGLU, mlp2, weighted combine."""
+    x = torch.randn(T, H, device=device).bfloat16()
+    ids, gates = topk_softmax(torch.randn(T, E, device=device), K)
+    w1 = random_experts(device, E, 2 * I, H)
+    w2 = random_experts(device, E, H, I)
+    residual = torch.randn(T, H, device=device)
+    sorted_pairs, tile_expert = moe_align(ids, E, TILE_ROWS)
+    act = moe_mlp1(x, sorted_pairs, tile_expert, *w1, K, limit, TILE_ROWS)
+    y = moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, TILE_ROWS)
+    out = moe_combine(y, residual.clone(), K)
+
+    ref = residual.clone().double()
+    for t in range(T):
+        for j in range(K):
+            e = int(ids[t, j])
+            h = x[t].float() @ dequantize_mxfp4(w1[0][e], w1[1][e]).T + w1[2][e].float()
+            a = swiglu_reference(h, limit).bfloat16().float()  # the kernel hands bf16 to mlp2
+            ref[t] += gates[t, j].double() * (a @ dequantize_mxfp4(w2[0][e], w2[1][e]).T + w2[2][e].float()).double()
+    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I}, out, ref, F32_OUT * 10)
+
+
+def run_kernel_checks(device, large: bool) -> list[dict]:
+    """The suite: small ragged shapes, or (large=True) gpt-oss shapes."""
+    if not large:
+        return [
+            check_embedding(device), check_rmsnorm(device), check_linear(device),
+            check_linear(device, M=1, bias=False, residual=False, out_dtype=torch.bfloat16),
+            check_rope(device), check_attention_prefill(device), check_attention_prefill(device, window=0, pos0=0, T=40),
+            check_attention_decode(device), check_attention_decode(device, window=0), check_topk_softmax(device),
+            check_moe(device),
+        ]
+    return [
+        check_embedding(device, V=201088, H=2880, T=64),
+        check_rmsnorm(device, T=512, H=2880),
+        check_linear(device, M=512, N=5120, K=2880, residual=False, out_dtype=torch.bfloat16),
+        check_linear(device, M=1, N=2880, K=4096),
+        check_linear(device, M=1, N=201088, K=2880, bias=False, residual=False),
+        check_rope(device, T=512, NH=64, KVH=8, D=64, pos0=100, ctx=1024),
+        check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=128, ctx=1024),
+        check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=0, ctx=1024),
+        check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
+        check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),
+        check_topk_softmax(device, T=512, E=128, K=4),
+        check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
+    ]

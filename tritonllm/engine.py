@@ -1,0 +1,112 @@
+"""The generation engine: owns the KV cache, the decode scratch buffers and the sampler state,
+and turns a prompt into a stream of token ids.
+
+Invariant: `self.cached` lists exactly the tokens whose keys and values sit in the cache at
+positions 0..len(cached)-1. A new prompt that starts with cached tokens only prefills the
+rest (so a chat's next turn does not recompute the conversation so far).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+from tritonllm.kernels.sampling import sample
+from tritonllm.model.transformer import KVCache, Transformer
+from tritonllm.model.weights import Weights
+
+
+class PromptError(ValueError):
+    """The prompt cannot be run: empty, an unknown token id, or longer than the context."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None  # None: a fresh random seed per generation
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class Engine:
+    def __init__(self, weights: Weights, context_length: int):
+        if context_length < 1:
+            raise ValueError(f"context_length must be positive, got {context_length}")
+        self.model = Transformer(weights)
+        self.config = weights.config
+        self.device = weights.device
+        self.context_length = context_length
+        self.cache = KVCache.allocate(self.config, context_length, self.device)
+        self.cached: list[int] = []
+        self.scratch = self.model.decode_scratch(context_length)
+        self.pos = torch.zeros(1, dtype=torch.int32, device=self.device)
+        self.token = torch.zeros(1, dtype=torch.int32, device=self.device)
+        self.rng = torch.zeros(2, dtype=torch.int64, device=self.device)  # [seed, step]
+
+    def _check_prompt(self, tokens: list[int]) -> None:
+        if not tokens:
+            raise PromptError("the prompt is empty: give at least one token")
+        vocab = self.config.vocab_size
+        bad = [t for t in tokens if not 0 <= t < vocab]
+        if bad:
+            raise PromptError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+        if len(tokens) > self.context_length:
+            raise PromptError(
+                f"the prompt has {len(tokens)} tokens but the context holds {self.context_length}; "
+                "shorten it or raise the context length"
+            )
+
+    def _ids(self, tokens: list[int]) -> torch.Tensor:
+        return torch.tensor(tokens, dtype=torch.int32, device=self.device)
+
+    def logits(self, tokens: list[int]) -> torch.Tensor:
+        """Teacher-forced logits [T, vocab] float32 for `tokens`, in one prefill pass."""
+        tokens = list(tokens)
+        self._check_prompt(tokens)
+        self.cached = []  # the prefill below overwrites the cache from position 0
+        out = self.model.prefill(self._ids(tokens), 0, self.cache, all_logits=True)
+        self.cached = tokens
+        return out
+
+    def prefill(self, tokens: list[int]) -> torch.Tensor:
+        """Bring the cache to `tokens`, reusing the longest cached prefix; logits [1, V] of the last."""
+        self._check_prompt(tokens)
+        reuse = 0
+        limit = min(len(self.cached), len(tokens) - 1)  # the last token always runs, for its logits
+        while reuse < limit and self.cached[reuse] == tokens[reuse]:
+            reuse += 1
+        self.cached = self.cached[:reuse]
+        logits = self.model.prefill(self._ids(tokens[reuse:]), reuse, self.cache)
+        self.cached = list(tokens)
+        return logits
+
+    def generate(
+        self, tokens: Iterable[int], max_tokens: int, sampling: SamplingParams = SamplingParams(),
+        stop_tokens: Iterable[int] = (),
+    ) -> Iterator[int]:
+        """Yield up to `max_tokens` sampled token ids; a stop token is yielded, then generation
+        ends. Generation also ends when the context is full."""
+        tokens = list(tokens)
+        stop = set(stop_tokens)
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        logits = self.prefill(tokens)
+        seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.rng.copy_(torch.tensor([seed, 0], dtype=torch.int64))
+        for i in range(max_tokens):
+            sample(logits[0], self.rng, sampling.temperature, sampling.top_p, out=self.token)
+            token = int(self.token.item())
+            yield token
+            if token in stop or i == max_tokens - 1 or len(self.cached) >= self.context_length:
+                return
+            self.pos.fill_(len(self.cached))
+            logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
+            self.cached.append(token)

@@ -1,0 +1,221 @@
+"""Attention with per-head learned sinks, GQA, causal mask and optional sliding window.
+
+Both kernels read keys and values from the layer's KV cache [ctx, KVH, D] and give each
+program all G = NH / KVH query heads of one kv head, so K and V tiles are loaded once per
+group. Softmax runs online in base 2; the sink is one more logit with a zero value vector,
+so it seeds the running max and denominator (prefill) or joins in the combine (decode).
+
+- prefill: queries at positions pos0 .. pos0+T-1 (T >= 1), flash-attention style.
+- decode: one query whose position is read on the device (CUDA-graph friendly), the keys
+  split into fixed chunks across programs, then a combine kernel merges the partials.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.runtime.kernel import kernel
+
+LOG2E = math.log2(math.e)
+
+
+@kernel
+def attention_prefill_kernel(
+    q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
+    T, pos0, qk_scale, window, NH, KVH,
+    G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
+):
+    pid_t, kvh = tl.program_id(0), tl.program_id(1)
+    BM: tl.constexpr = BT * G  # rows = (query token, head in group)
+    r = tl.arange(0, BM)
+    tq = pid_t * BT + r // G
+    head = kvh * G + r % G
+    row_ok = tq < T
+    q_pos = pos0 + tq
+    d = tl.arange(0, D)
+    q = tl.load(q_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [BM, D]
+
+    m_i = tl.load(sinks_ptr + head).to(tl.float32) * 1.4426950408889634  # the sink logit, base 2
+    l_i = tl.full([BM], 1.0, tl.float32)
+    acc = tl.zeros([BM, D], dtype=tl.float32)
+
+    first_q = pos0 + pid_t * BT
+    hi = tl.minimum(first_q + BT, pos0 + T)  # keys [lo, hi)
+    lo = tl.where(window > 0, tl.maximum(first_q - window + 1, 0) // BN * BN, 0)
+    kn = tl.arange(0, BN)
+    for start in range(lo, hi, BN):
+        kp = start + kn
+        k_ok = kp < hi
+        kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
+        k = tl.load(k_ptr + kv_offs, mask=k_ok[:, None], other=0.0)  # [BN, D]
+        s = dot(q, tl.trans(k), tl.zeros([BM, BN], dtype=tl.float32), F32) * qk_scale
+        valid = (kp[None, :] <= q_pos[:, None]) & k_ok[None, :]
+        valid = valid & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
+        s = tl.where(valid, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
+        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(out_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@kernel
+def attention_decode_kernel(
+    q_ptr, k_ptr, v_ptr, pos_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
+    qk_scale, window, NH, KVH,
+    G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
+):
+    kvh, split = tl.program_id(0), tl.program_id(1)
+    pos = tl.load(pos_ptr)  # the query's position: keys [lo, pos]
+    lo = tl.where(window > 0, tl.maximum(split * SPLIT, pos - window + 1), split * SPLIT)
+    hi = tl.minimum((split + 1) * SPLIT, pos + 1)
+    g = tl.arange(0, BG)
+    g_ok = g < G  # BG >= 16 rows for tl.dot; extra rows are padding
+    head = kvh * G + g
+    d = tl.arange(0, D)
+    q = tl.load(q_ptr + (head * D)[:, None] + d[None, :], mask=g_ok[:, None], other=0.0)  # [BG, D]
+    m_i = tl.full([BG], float("-inf"), tl.float32)
+    l_i = tl.zeros([BG], dtype=tl.float32)
+    acc = tl.zeros([BG, D], dtype=tl.float32)
+    kn = tl.arange(0, BN)
+    for start in range(lo, hi, BN):
+        kp = start + kn
+        k_ok = kp < hi
+        kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
+        k = tl.load(k_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
+        s = dot(q, tl.trans(k), tl.zeros([BG, BN], dtype=tl.float32), F32) * qk_scale
+        s = tl.where(k_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
+        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
+        m_i = m_new
+    part = split * NH + head  # [BG]
+    tl.store(part_m_ptr + part, m_i, mask=g_ok)
+    tl.store(part_l_ptr + part, l_i, mask=g_ok)
+    tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
+
+
+@kernel
+def attention_combine_kernel(
+    part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr, n_splits, NH,
+    D: tl.constexpr, BH: tl.constexpr,
+):
+    head = tl.program_id(0) * BH + tl.arange(0, BH)
+    h_ok = head < NH
+    d = tl.arange(0, D)
+    sink = tl.load(sinks_ptr + head, mask=h_ok, other=0.0).to(tl.float32) * 1.4426950408889634
+    m_all = sink
+    for s in range(0, n_splits):
+        m_all = tl.maximum(m_all, tl.load(part_m_ptr + s * NH + head, mask=h_ok, other=float("-inf")))
+    denom = tl.exp2(sink - m_all)
+    acc = tl.zeros([BH, D], dtype=tl.float32)
+    for s in range(0, n_splits):
+        w = tl.exp2(tl.load(part_m_ptr + s * NH + head, mask=h_ok, other=float("-inf")) - m_all)  # [BH]
+        denom += tl.load(part_l_ptr + s * NH + head, mask=h_ok, other=0.0) * w
+        pacc = tl.load(part_acc_ptr + ((s * NH + head) * D)[:, None] + d[None, :], mask=h_ok[:, None], other=0.0)
+        acc += pacc * w[:, None]
+    out = out_ptr + (head * D)[:, None] + d[None, :]
+    tl.store(out, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=h_ok[:, None])
+
+
+def _check_common(q, k_cache, v_cache, sinks):
+    check(q.dim() == 3 and q.is_contiguous(), "attention: q must be a contiguous [T, NH, D] tensor")
+    check(k_cache.dim() == 3 and k_cache.shape == v_cache.shape, "attention: caches must be [ctx, KVH, D]")
+    check(k_cache.is_contiguous() and v_cache.is_contiguous(), "attention: caches must be contiguous")
+    NH, D = q.shape[1], q.shape[2]
+    KVH = k_cache.shape[1]
+    check(k_cache.shape[2] == D and NH % KVH == 0 and sinks.shape == (NH,), "attention: head shapes disagree")
+    G = NH // KVH
+    check(G & (G - 1) == 0 and D & (D - 1) == 0, "attention: heads per kv head and head_dim must be powers of two")
+    return NH, KVH, D, G
+
+
+def attention_prefill(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, sinks: torch.Tensor,
+    pos0: int, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q [T, NH, D] at positions pos0.., caches hold keys/values 0..pos0+T-1; sinks [NH]
+    float32; window 0 = full causal. Returns [T, NH, D] in q's dtype."""
+    NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
+    T = q.shape[0]
+    check(pos0 + T <= k_cache.shape[0], f"attention: positions up to {pos0 + T} exceed the cache ({k_cache.shape[0]})")
+    if out is None:
+        out = torch.empty_like(q)
+    BT = max(1, 64 // G) if q.is_cuda else max(1, 128 // G)
+    BN = 64 if q.is_cuda else 128
+    attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
+        q, k_cache, v_cache, sinks, out, T, pos0, sm_scale * LOG2E, window, NH, KVH,
+        G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), num_warps=4,
+    )
+    return out
+
+
+def decode_split(context_length: int, on_cpu: bool) -> int:
+    """Keys per decode program: enough programs to fill the GPU at long contexts."""
+    return 2048 if on_cpu else max(64, min(1024, next_pow2(triton.cdiv(context_length, 32))))
+
+
+def attention_decode(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, sinks: torch.Tensor,
+    pos: torch.Tensor, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
+    scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One query q [1, NH, D] at the position held in `pos` [1] int32 (on the device), keys
+    0..pos in the caches. Returns [1, NH, D]. `scratch` = decode_scratch(...) to reuse."""
+    NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
+    check(q.shape[0] == 1 and pos.numel() == 1, "attention_decode: one query at a time")
+    ctx = k_cache.shape[0]
+    split = decode_split(ctx, not q.is_cuda)
+    n_splits = triton.cdiv(ctx, split)
+    part_m, part_l, part_acc = scratch if scratch is not None else decode_scratch(ctx, NH, D, q.device)
+    check(part_m.shape[0] >= n_splits, "attention_decode: scratch too small")
+    if out is None:
+        out = torch.empty_like(q)
+    BN = 64 if q.is_cuda else 256
+    attention_decode_kernel[(KVH, n_splits)](
+        q, k_cache, v_cache, pos, part_m, part_l, part_acc, sm_scale * LOG2E, window, NH, KVH,
+        G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4,
+    )
+    BH = 8 if q.is_cuda else next_pow2(NH)
+    attention_combine_kernel[(triton.cdiv(NH, BH),)](part_m, part_l, part_acc, sinks, out, n_splits, NH, D=D, BH=BH, num_warps=4)
+    return out
+
+
+def decode_scratch(context_length: int, num_heads: int, head_dim: int, device) -> tuple[torch.Tensor, ...]:
+    n = triton.cdiv(context_length, decode_split(context_length, torch.device(device).type == "cpu"))
+    return (
+        torch.empty(n, num_heads, dtype=torch.float32, device=device),
+        torch.empty(n, num_heads, dtype=torch.float32, device=device),
+        torch.empty(n, num_heads, head_dim, dtype=torch.float32, device=device),
+    )
+
+
+def attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, pos0: int, sm_scale: float, window: int = 0
+) -> torch.Tensor:
+    """q [T, NH, D] at positions pos0.., k/v [S, KVH, D] at positions 0..S-1 -> [T, NH, D] fp32."""
+    T, NH, _ = q.shape
+    S, KVH, _ = k.shape
+    G = NH // KVH
+    k = k.float().repeat_interleave(G, dim=1)
+    v = v.float().repeat_interleave(G, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k) * sm_scale
+    qp = pos0 + torch.arange(T, device=q.device)[:, None]
+    kp = torch.arange(S, device=q.device)[None, :]
+    masked = kp > qp
+    if window > 0:
+        masked |= kp <= qp - window
+    scores = scores.masked_fill(masked, float("-inf"))
+    sink = sinks.float()[:, None, None].expand(NH, T, 1)
+    probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+    return torch.einsum("hqk,khd->qhd", probs, v)

@@ -1,0 +1,89 @@
+"""Dense bf16 matmul with fused bias and residual: out = x @ w.T + bias (+ residual).
+
+Used for the QKV and output projections, the router gate and the unembedding. The weight
+is stored as on disk, [N, K] row-major, so a tile of it is read along K contiguously.
+With a residual, `out` may alias it: each element is read and then written by one program.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.runtime.kernel import kernel
+
+
+@kernel
+def linear_kernel(
+    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
+):
+    pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    m_ok, n_ok = rm < M, rn < N
+    x_ptrs = x_ptr + rm[:, None].to(tl.int64) * K + rk[None, :]  # [BM, BK]
+    w_ptrs = w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :]  # [BN, BK]
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in range(0, K, BK):
+        k_ok = k + rk < K
+        a = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = dot(a, tl.trans(b), acc, F32)
+        x_ptrs += BK
+        w_ptrs += BK
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    offs = rm[:, None].to(tl.int64) * N + rn[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    if HAS_RES:
+        acc += tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _blocks(M: int, N: int, K: int, on_cpu: bool) -> tuple[int, int, int, int]:
+    """(BM, BN, BK, num_warps). The interpreter pays per program, so it gets big tiles."""
+    if on_cpu:
+        return min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
+    if M <= 16:
+        return 16, 64, 128, 4
+    return 64, 128, 64, 4
+
+
+def linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """x [M, K] bf16, w [N, K] bf16, bias [N], residual [M, N] -> out [M, N] (`out_dtype`,
+    or the residual's dtype; pass out=residual to accumulate in place)."""
+    check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
+    check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")
+    M, K = x.shape
+    N = w.shape[0]
+    check(bias is None or bias.shape == (N,), "linear: bias must be [N]")
+    check(residual is None or (residual.shape == (M, N) and residual.is_contiguous()), "linear: residual must be [M, N]")
+    if out is None:
+        out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
+    BM, BN, BK, warps = _blocks(M, N, K, not x.is_cuda)
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    linear_kernel[grid](
+        x, w, bias if bias is not None else x, residual if residual is not None else out, out, M, N, K,
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        BM=BM, BN=BN, BK=BK, F32=dot_f32(x), num_warps=warps,
+    )
+    return out
+
+
+def linear_reference(x, w, bias=None, residual=None) -> torch.Tensor:
+    out = x.float() @ w.float().T
+    if bias is not None:
+        out = out + bias.float()
+    if residual is not None:
+        out = out + residual.float()
+    return out

@@ -1,0 +1,273 @@
+"""Mixture of experts: router top-k, expert grouping, bf16 x MXFP4 expert matmuls, combine.
+
+Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p = t*k + j):
+1. `topk_softmax`: gate logits [T, E] -> expert ids [T, k] and softmax weights over the k.
+2. `moe_align`: stable-sort pairs by expert on the device, padding each expert's group to
+   whole tiles of BM rows; `tile_expert[i]` names tile i's expert (-1: unused tile). No
+   host sync, so the same launches serve prefill, decode and CUDA graphs.
+3. `moe_mlp1`: for each tile, x rows @ W1[e].T + b1 with the clamped SwiGLU fused in the
+   epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
+4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
+5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
+
+Expert weights stay packed as on disk (see tritonllm.model.weights): each K-chunk of a
+weight tile is dequantized in registers to bf16 (exact: FP4 times a power of two), with the
+low nibbles multiplying the even activation columns and the high nibbles the odd ones.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.runtime.kernel import kernel
+
+TILE_ROWS = 16  # BM of the expert matmuls: each expert's group of pairs is padded to a multiple
+SWIGLU_ALPHA = tl.constexpr(1.702)
+
+
+@kernel
+def topk_softmax_kernel(
+    logits_ptr, ids_ptr, gates_ptr, T, E, K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BK: tl.constexpr,
+):
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    t_ok = t < T
+    e = tl.arange(0, BE)
+    v = tl.load(logits_ptr + t[:, None] * E + e[None, :], mask=t_ok[:, None] & (e < E)[None, :], other=0.0)
+    v = tl.where((e < E)[None, :], v, float("-inf"))
+    kk = tl.arange(0, BK)
+    top_v = tl.full([BT, BK], float("-inf"), tl.float32)
+    top_i = tl.zeros([BT, BK], dtype=tl.int32)
+    for j in tl.static_range(K):  # descending, lowest index first among equals
+        best = tl.max(v, axis=1)
+        idx = tl.min(tl.where(v == best[:, None], e[None, :], BE), axis=1)
+        top_v = tl.where(kk[None, :] == j, best[:, None], top_v)
+        top_i = tl.where(kk[None, :] == j, idx[:, None], top_i)
+        v = tl.where(e[None, :] == idx[:, None], float("-inf"), v)
+    w = tl.where(kk[None, :] < K, tl.exp(top_v - tl.max(top_v, axis=1)[:, None]), 0.0)
+    out = t[:, None] * K + kk[None, :]
+    mask = t_ok[:, None] & (kk < K)[None, :]
+    tl.store(ids_ptr + out, top_i, mask=mask)
+    tl.store(gates_ptr + out, w / tl.sum(w, axis=1)[:, None], mask=mask)
+
+
+@kernel
+def moe_align_kernel(
+    ids_ptr, sorted_ptr, tile_expert_ptr, R, n_tiles, E,
+    BE: tl.constexpr, BR: tl.constexpr, BM: tl.constexpr,
+):
+    e = tl.arange(0, BE)
+    r_in = tl.arange(0, BR)
+    counts = tl.zeros([BE], dtype=tl.int32)
+    for r0 in range(0, R, BR):
+        ids = tl.load(ids_ptr + r0 + r_in, mask=r0 + r_in < R, other=-1)
+        counts += tl.sum((ids[:, None] == e[None, :]).to(tl.int32), axis=0)
+    padded = (counts + BM - 1) // BM * BM
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded  # [BE] first sorted row of each expert's group
+
+    for j0 in range(0, n_tiles, BR):
+        tile_row = (j0 + r_in) * BM
+        inside = (tile_row[:, None] >= starts[None, :]) & (tile_row[:, None] < ends[None, :]) & (e[None, :] < E)
+        expert = tl.max(tl.where(inside, e[None, :], -1), axis=1)
+        tl.store(tile_expert_ptr + j0 + r_in, expert, mask=j0 + r_in < n_tiles)
+    for s0 in range(0, n_tiles * BM, BR):
+        tl.store(sorted_ptr + s0 + r_in, tl.full([BR], -1, tl.int32), mask=s0 + r_in < n_tiles * BM)
+    tl.debug_barrier()  # the padding fill above must land before the scatter below
+
+    seen = tl.zeros([BE], dtype=tl.int32)  # pairs of each expert already placed
+    for r0 in range(0, R, BR):
+        r = r0 + r_in
+        ids = tl.load(ids_ptr + r, mask=r < R, other=-1)
+        onehot = (ids[:, None] == e[None, :]).to(tl.int32)  # [BR, BE]
+        rank = tl.sum((tl.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)  # earlier in this block
+        base = tl.sum((starts + seen)[None, :] * onehot, axis=1)
+        tl.store(sorted_ptr + base + rank, r, mask=r < R)
+        seen += tl.sum(onehot, axis=0)
+
+
+@triton.jit
+def _e2m1_to_float(nibble):
+    """FP4 E2M1 code (uint8 0..15) -> float32: sign, 2 exponent bits (bias 1), 1 mantissa bit."""
+    exp = ((nibble >> 1) & 3).to(tl.int32)
+    man = (nibble & 1).to(tl.float32)
+    mag = tl.where(exp == 0, 0.5 * man, (2.0 + man) * (1 << exp).to(tl.float32) * 0.25)
+    return tl.where((nibble & 8) != 0, -mag, mag)
+
+
+@triton.jit
+def _mxfp4_dot(acc, x_even, x_odd, w_ptr, s_ptr, rows, rows_ok, kbyte, k_ok, ROW_BYTES, ROW_SCALES, F32: tl.constexpr):
+    """acc [BM, BN] += x[:, chunk] @ W[rows, chunk].T for one K-chunk of packed weights.
+
+    x_even/x_odd [BM, BK/2]: the chunk's even/odd activation columns; kbyte [BK/2]: byte
+    columns of the chunk within a weight row (value 2b in the low nibble, 2b+1 in the high).
+    """
+    mask = rows_ok[:, None] & k_ok[None, :]
+    packed = tl.load(w_ptr + rows[:, None].to(tl.int64) * ROW_BYTES + kbyte[None, :], mask=mask, other=0)
+    scale_code = tl.load(s_ptr + rows[:, None].to(tl.int64) * ROW_SCALES + (kbyte // 16)[None, :], mask=mask, other=127)
+    scale = (scale_code.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # E8M0: 2^(code - 127)
+    w_lo = _e2m1_to_float(packed & 15) * scale  # [BN, BK/2], exact in bf16
+    w_hi = _e2m1_to_float(packed >> 4) * scale
+    if not F32:
+        w_lo = w_lo.to(tl.bfloat16)
+        w_hi = w_hi.to(tl.bfloat16)
+    acc = dot(x_even, tl.trans(w_lo), acc, F32)
+    return dot(x_odd, tl.trans(w_hi), acc, F32)
+
+
+@kernel
+def moe_mlp1_kernel(
+    x_ptr, sorted_ptr, tile_expert_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
+    H, I, TOPK, limit,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
+):
+    tile, pid_n = tl.program_id(0), tl.program_id(1)
+    e = tl.load(tile_expert_ptr + tile)
+    if e >= 0:
+        pair = tl.load(sorted_ptr + tile * BM + tl.arange(0, BM))  # [BM], -1 = padding
+        row_ok = pair >= 0
+        token = tl.where(row_ok, pair // TOPK, 0).to(tl.int64)
+        j = pid_n * BN + tl.arange(0, BN)  # activation columns
+        j_ok = j < I
+        w_ptr = blocks_ptr + e.to(tl.int64) * (2 * I) * (H // 2)
+        s_ptr = scales_ptr + e.to(tl.int64) * (2 * I) * (H // 32)
+        kb = tl.arange(0, BK // 2)
+        acc_gate = tl.zeros([BM, BN], dtype=tl.float32)
+        acc_lin = tl.zeros([BM, BN], dtype=tl.float32)
+        for k0 in range(0, H, BK):
+            col = k0 + 2 * kb
+            k_ok = col < H
+            x_offs = token[:, None] * H + col[None, :]
+            x_mask = row_ok[:, None] & k_ok[None, :]
+            x_even = tl.load(x_ptr + x_offs, mask=x_mask, other=0.0)
+            x_odd = tl.load(x_ptr + x_offs + 1, mask=x_mask, other=0.0)
+            kbyte = k0 // 2 + kb
+            acc_gate = _mxfp4_dot(acc_gate, x_even, x_odd, w_ptr, s_ptr, 2 * j, j_ok, kbyte, k_ok, H // 2, H // 32, F32)
+            acc_lin = _mxfp4_dot(acc_lin, x_even, x_odd, w_ptr, s_ptr, 2 * j + 1, j_ok, kbyte, k_ok, H // 2, H // 32, F32)
+        b_ptr = bias_ptr + e.to(tl.int64) * (2 * I)
+        gate = acc_gate + tl.load(b_ptr + 2 * j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
+        lin = acc_lin + tl.load(b_ptr + 2 * j + 1, mask=j_ok, other=0.0).to(tl.float32)[None, :]
+        gate = tl.minimum(gate, limit)
+        lin = tl.minimum(tl.maximum(lin, -limit), limit)
+        act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
+        out = act_ptr + tl.where(row_ok, pair, 0).to(tl.int64)[:, None] * I + j[None, :]
+        tl.store(out, act.to(act_ptr.dtype.element_ty), mask=row_ok[:, None] & j_ok[None, :])
+
+
+@kernel
+def moe_mlp2_kernel(
+    act_ptr, sorted_ptr, tile_expert_ptr, gates_ptr, blocks_ptr, scales_ptr, bias_ptr, y_ptr,
+    H, I,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
+):
+    tile, pid_n = tl.program_id(0), tl.program_id(1)
+    e = tl.load(tile_expert_ptr + tile)
+    if e >= 0:
+        pair = tl.load(sorted_ptr + tile * BM + tl.arange(0, BM))
+        row_ok = pair >= 0
+        prow = tl.where(row_ok, pair, 0).to(tl.int64)
+        n = pid_n * BN + tl.arange(0, BN)  # hidden columns
+        n_ok = n < H
+        w_ptr = blocks_ptr + e.to(tl.int64) * H * (I // 2)
+        s_ptr = scales_ptr + e.to(tl.int64) * H * (I // 32)
+        kb = tl.arange(0, BK // 2)
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        for k0 in range(0, I, BK):
+            col = k0 + 2 * kb
+            k_ok = col < I
+            a_offs = prow[:, None] * I + col[None, :]
+            a_mask = row_ok[:, None] & k_ok[None, :]
+            a_even = tl.load(act_ptr + a_offs, mask=a_mask, other=0.0)
+            a_odd = tl.load(act_ptr + a_offs + 1, mask=a_mask, other=0.0)
+            acc = _mxfp4_dot(acc, a_even, a_odd, w_ptr, s_ptr, n, n_ok, k0 // 2 + kb, k_ok, I // 2, I // 32, F32)
+        acc += tl.load(bias_ptr + e.to(tl.int64) * H + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        acc *= tl.load(gates_ptr + prow, mask=row_ok, other=0.0)[:, None]
+        tl.store(y_ptr + prow[:, None] * H + n[None, :], acc, mask=row_ok[:, None] & n_ok[None, :])
+
+
+@kernel
+def moe_combine_kernel(y_ptr, x_ptr, H, TOPK: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < H
+    total = tl.load(x_ptr + t * H + cols, mask=mask, other=0.0)
+    for j in tl.static_range(TOPK):
+        total += tl.load(y_ptr + (t * TOPK + j) * H + cols, mask=mask, other=0.0)
+    tl.store(x_ptr + t * H + cols, total, mask=mask)
+
+
+def topk_softmax(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [T, E] float32 -> (expert ids [T, k] int32, weights [T, k] float32)."""
+    check(logits.dim() == 2 and logits.is_contiguous() and 0 < k <= logits.shape[1], "topk_softmax: bad shapes")
+    T, E = logits.shape
+    ids = torch.empty(T, k, dtype=torch.int32, device=logits.device)
+    gates = torch.empty(T, k, dtype=torch.float32, device=logits.device)
+    BT = 16 if logits.is_cuda else 256
+    topk_softmax_kernel[(triton.cdiv(T, BT),)](
+        logits, ids, gates, T, E, K=k, BT=BT, BE=next_pow2(E), BK=next_pow2(k), num_warps=4,
+    )
+    return ids, gates
+
+
+def moe_align(ids: torch.Tensor, num_experts: int, bm: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [T, k] int32 -> (sorted pair index per padded row [n_tiles*bm], expert per tile [n_tiles])."""
+    R = ids.numel()
+    n_tiles = triton.cdiv(R, bm) + min(num_experts, R)
+    sorted_pairs = torch.empty(n_tiles * bm, dtype=torch.int32, device=ids.device)
+    tile_expert = torch.empty(n_tiles, dtype=torch.int32, device=ids.device)
+    moe_align_kernel[(1,)](
+        ids, sorted_pairs, tile_expert, R, n_tiles, num_experts,
+        BE=next_pow2(num_experts), BR=128, BM=bm, num_warps=4,
+    )
+    return sorted_pairs, tile_expert
+
+
+def _mm_blocks(N: int, K: int, on_cpu: bool) -> tuple[int, int]:
+    """(BN, BK) for the expert matmuls; the interpreter pays per program, so big tiles."""
+    return (min(256, next_pow2(N)), min(256, next_pow2(K))) if on_cpu else (64, 128)
+
+
+def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limit: float, bm: int) -> torch.Tensor:
+    """x [T, H] bf16 -> SwiGLU activations [T*topk, I] bf16, one row per (token, expert) pair."""
+    E, two_i, kblocks, _ = blocks.shape
+    T, H = x.shape
+    check(kblocks * 32 == H and scales.shape == blocks.shape[:3] and bias.shape == (E, two_i), "moe_mlp1: weight shapes")
+    I = two_i // 2
+    act = torch.empty(T * topk, I, dtype=torch.bfloat16, device=x.device)
+    BN, BK = _mm_blocks(I, H, not x.is_cuda)
+    grid = (tile_expert.numel(), triton.cdiv(I, BN))
+    moe_mlp1_kernel[grid](
+        x, sorted_pairs, tile_expert, blocks, scales, bias, act, H, I, topk, limit,
+        BM=bm, BN=BN, BK=BK, F32=dot_f32(x), num_warps=4,
+    )
+    return act
+
+
+def moe_mlp2(act, sorted_pairs, tile_expert, gates, blocks, scales, bias, bm: int) -> torch.Tensor:
+    """act [R, I] bf16 -> gate-weighted expert outputs [R, H] float32."""
+    E, H, kblocks, _ = blocks.shape
+    R, I = act.shape
+    check(kblocks * 32 == I and gates.numel() == R and bias.shape == (E, H), "moe_mlp2: weight shapes")
+    y = torch.empty(R, H, dtype=torch.float32, device=act.device)
+    BN, BK = _mm_blocks(H, I, not act.is_cuda)
+    grid = (tile_expert.numel(), triton.cdiv(H, BN))
+    moe_mlp2_kernel[grid](
+        act, sorted_pairs, tile_expert, gates, blocks, scales, bias, y, H, I,
+        BM=bm, BN=BN, BK=BK, F32=dot_f32(act), num_warps=4,
+    )
+    return y
+
+
+def moe_combine(y: torch.Tensor, x: torch.Tensor, topk: int) -> torch.Tensor:
+    """x [T, H] float32 += sum over each token's `topk` rows of y [T*topk, H]; in place."""
+    T, H = x.shape
+    check(y.shape == (T * topk, H) and x.is_contiguous(), "moe_combine: bad shapes")
+    BLOCK = 1024
+    moe_combine_kernel[(T, triton.cdiv(H, BLOCK))](y, x, H, TOPK=topk, BLOCK=BLOCK)
+    return x
+
+
+def swiglu_reference(h: torch.Tensor, limit: float) -> torch.Tensor:
+    """Clamped SwiGLU over interleaved columns (even = gate, odd = linear + 1), float32."""
+    gate, lin = h[..., 0::2].float().clamp(max=limit), h[..., 1::2].float().clamp(-limit, limit)
+    return gate * torch.sigmoid(SWIGLU_ALPHA.value * gate) * (lin + 1)
