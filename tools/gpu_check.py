@@ -40,7 +40,7 @@ def model_check(size: str, n_tokens: int, n_generate: int, seed: int) -> dict:
     cfg = llm.config
     tokens = torch.randint(0, cfg.vocab_size, (n_tokens,)).tolist()
 
-    llm.logits(tokens[:16])  # warm-up: compile every kernel once
+    llm.logits(tokens)  # warm-up: compile every kernel for these shapes
     torch.cuda.synchronize()
     t0 = time.time()
     logits = llm.logits(tokens)

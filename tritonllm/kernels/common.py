@@ -6,13 +6,42 @@ import triton.language as tl
 
 
 @triton.jit
+def _split_bf16(x):
+    """float32 x = hi + lo with hi, lo bf16: hi + lo carries 16 mantissa bits of x."""
+    hi = x.to(tl.bfloat16)
+    return hi, (x - hi.to(tl.float32)).to(tl.bfloat16)
+
+
+@triton.jit
 def dot(a, b, acc, F32: tl.constexpr):
-    """acc + a @ b. F32 upcasts the operands first: Triton 3.6's CPU interpreter returns
-    garbage for bf16 operands, so launchers set it for CPU tensors."""
+    """acc + a @ b at float32 accuracy on bf16 tensor cores.
+
+    A float32 operand is split into bf16 hi + lo parts and the partial products are
+    summed (hi*hi + hi*lo + lo*hi; lo*lo is below float32 rounding of the sum); a bf16
+    operand (a weight, exact) needs no split. Activations stay float32 end to end because
+    rounding them to bf16 anywhere moves a 24-layer MoE measurably (routing flips; see
+    docs/performance.md). F32 (CPU interpreter) does the dot in float32 directly: Triton
+    3.6's interpreter returns garbage for bf16 operands.
+    """
     if F32:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc)
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    elif a.dtype == tl.float32:
+        a_hi, a_lo = _split_bf16(a)
+        if b.dtype == tl.float32:
+            b_hi, b_lo = _split_bf16(b)
+            acc = tl.dot(a_lo, b_hi, acc)
+            acc = tl.dot(a_hi, b_lo, acc)
+            acc = tl.dot(a_hi, b_hi, acc)
+        else:
+            acc = tl.dot(a_lo, b, acc)
+            acc = tl.dot(a_hi, b, acc)
+    elif b.dtype == tl.float32:
+        b_hi, b_lo = _split_bf16(b)
+        acc = tl.dot(a, b_lo, acc)
+        acc = tl.dot(a, b_hi, acc)
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
 
 
 def dot_f32(t: torch.Tensor) -> bool:

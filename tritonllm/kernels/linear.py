@@ -1,4 +1,5 @@
-"""Dense bf16 matmul with fused bias and residual: out = x @ w.T + bias (+ residual).
+"""Dense matmul of activations with bf16 weights, fused bias and residual:
+out = x @ w.T + bias (+ residual). Float32 activations keep float32 accuracy (see `dot`).
 
 Used for the QKV and output projections, the router gate and the unembedding. The weight
 is stored as on disk, [N, K] row-major, so a tile of it is read along K contiguously.
@@ -58,9 +59,9 @@ def linear(
     bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
-    out_dtype: torch.dtype = torch.bfloat16,
+    out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """x [M, K] bf16, w [N, K] bf16, bias [N], residual [M, N] -> out [M, N] (`out_dtype`,
+    """x [M, K] float32 or bf16, w [N, K] bf16, bias [N], residual [M, N] -> out [M, N] (`out_dtype`,
     or the residual's dtype; pass out=residual to accumulate in place)."""
     check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
     check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")

@@ -13,6 +13,7 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
 Expert weights stay packed as on disk (see tritonllm.model.weights): each K-chunk of a
 weight tile is dequantized in registers to bf16 (exact: FP4 times a power of two), with the
 low nibbles multiplying the even activation columns and the high nibbles the odd ones.
+Activations are float32 (see kernels.common.dot).
 """
 
 import torch
@@ -228,12 +229,12 @@ def _mm_blocks(N: int, K: int, on_cpu: bool) -> tuple[int, int]:
 
 
 def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limit: float, bm: int) -> torch.Tensor:
-    """x [T, H] bf16 -> SwiGLU activations [T*topk, I] bf16, one row per (token, expert) pair."""
+    """x [T, H] -> SwiGLU activations [T*topk, I] in x's dtype, one row per (token, expert) pair."""
     E, two_i, kblocks, _ = blocks.shape
     T, H = x.shape
     check(kblocks * 32 == H and scales.shape == blocks.shape[:3] and bias.shape == (E, two_i), "moe_mlp1: weight shapes")
     I = two_i // 2
-    act = torch.empty(T * topk, I, dtype=torch.bfloat16, device=x.device)
+    act = torch.empty(T * topk, I, dtype=x.dtype, device=x.device)
     BN, BK = _mm_blocks(I, H, not x.is_cuda)
     grid = (tile_expert.numel(), triton.cdiv(I, BN))
     moe_mlp1_kernel[grid](
@@ -244,7 +245,7 @@ def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limi
 
 
 def moe_mlp2(act, sorted_pairs, tile_expert, gates, blocks, scales, bias, bm: int) -> torch.Tensor:
-    """act [R, I] bf16 -> gate-weighted expert outputs [R, H] float32."""
+    """act [R, I] -> gate-weighted expert outputs [R, H] float32."""
     E, H, kblocks, _ = blocks.shape
     R, I = act.shape
     check(kblocks * 32 == I and gates.numel() == R and bias.shape == (E, H), "moe_mlp2: weight shapes")

@@ -1,4 +1,4 @@
-"""RMSNorm in float32 over the float32 residual stream, writing the bf16 matmul input.
+"""RMSNorm in float32 over the float32 residual stream, writing the next matmul's input.
 
 The residual adds themselves are fused into the epilogues of the matmuls that produce them
 (attention output projection, MoE combine), so this kernel only reads x once.
@@ -23,12 +23,14 @@ def rmsnorm_kernel(x_ptr, scale_ptr, out_ptr, H, eps, BLOCK_H: tl.constexpr):
     tl.store(out_ptr + row * H + cols, (x * rstd * scale).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def rmsnorm(x: torch.Tensor, scale: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """x [T, H] float32, scale [H] -> out [T, H] bf16."""
+def rmsnorm(
+    x: torch.Tensor, scale: torch.Tensor, eps: float, out: torch.Tensor | None = None, out_dtype=torch.float32
+) -> torch.Tensor:
+    """x [T, H] float32, scale [H] -> out [T, H] (float32 unless told otherwise)."""
     check(x.dim() == 2 and x.is_contiguous() and scale.shape == (x.shape[1],), "rmsnorm: bad shapes")
     T, H = x.shape
     if out is None:
-        out = torch.empty(T, H, dtype=torch.bfloat16, device=x.device)
+        out = torch.empty(T, H, dtype=out_dtype, device=x.device)
     rmsnorm_kernel[(T,)](x, scale, out, H, eps, BLOCK_H=next_pow2(H), num_warps=4)
     return out
 

@@ -3,15 +3,24 @@
 Everything is computed in float32 from the same `Weights` the engine runs, with MXFP4
 experts dequantized on the fly (only the experts a layer's tokens pick), so the engine's
 logits can be checked against it on the CPU (tiny model) and on the GPU (20b shapes).
+
+`bf16_at` rounds chosen intermediates to bf16 where an engine might, to measure what each
+rounding costs against the pure float32 model (tools/precision_study.py):
+"norm" (normalized activations entering qkv, experts and unembedding), "router" (the
+router's input), "qkv" (q, k, v after RoPE), "attn" (attention output), "act" (SwiGLU
+output).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from tritonllm.kernels.attention import attention_reference
+from tritonllm.kernels.moe import swiglu_reference
+from tritonllm.kernels.rmsnorm import rmsnorm_reference
+from tritonllm.kernels.rope import rope_reference
 from tritonllm.model.config import ModelConfig
+from tritonllm.model.rope import yarn_frequencies
 from tritonllm.model.weights import LayerWeights, Weights
 
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
@@ -27,63 +36,33 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor
     return values.flatten(-2)
 
 
-def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * scale.float()
+class _Rounding:
+    def __init__(self, points: frozenset[str]):
+        unknown = set(points) - {"norm", "router", "qkv", "attn", "act"}
+        if unknown:
+            raise ValueError(f"unknown rounding points {sorted(unknown)}")
+        self.points = points
+
+    def __call__(self, point: str, t: torch.Tensor) -> torch.Tensor:
+        return t.bfloat16().float() if point in self.points else t
 
 
-def rope_tables(cfg: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """YaRN cos/sin, [T, head_dim/2] each, with the concentration factor folded in."""
-    d_half = cfg.head_dim // 2
-    freq = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
-    if cfg.rope_scaling_factor > 1.0:
-        concentration = 0.1 * math.log(cfg.rope_scaling_factor) + 1.0
-        ctx, base = cfg.initial_context_length, cfg.rope_theta
-        low = d_half * math.log(ctx / (cfg.rope_ntk_beta * 2 * math.pi)) / math.log(base)
-        high = d_half * math.log(ctx / (cfg.rope_ntk_alpha * 2 * math.pi)) / math.log(base)
-        ramp = ((torch.arange(d_half, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
-        extrapolate = 1 - ramp  # 1 for the high-frequency dims, which keep their frequency
-        inv_freq = (1.0 / (cfg.rope_scaling_factor * freq)) * ramp + (1.0 / freq) * extrapolate
-    else:
-        concentration, inv_freq = 1.0, 1.0 / freq
-    angles = positions.float()[:, None].cpu() * inv_freq[None, :]
-    return (angles.cos() * concentration).to(positions.device), (angles.sin() * concentration).to(positions.device)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, heads, head_dim]; rotates the first half against the second half."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-
-
-def attention(layer: LayerWeights, cfg: ModelConfig, x: torch.Tensor, sliding: bool) -> torch.Tensor:
+def attention(layer: LayerWeights, cfg: ModelConfig, x: torch.Tensor, sliding: bool, rnd: _Rounding) -> torch.Tensor:
     T = x.shape[0]
-    h = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
+    h = rnd("norm", rmsnorm_reference(x, layer.attn_norm, cfg.rms_norm_eps))
     qkv = h @ layer.qkv_weight.float().T + layer.qkv_bias.float()
     q = qkv[:, : cfg.q_size].view(T, cfg.num_attention_heads, cfg.head_dim)
     k = qkv[:, cfg.q_size : cfg.q_size + cfg.kv_size].view(T, cfg.num_key_value_heads, cfg.head_dim)
     v = qkv[:, cfg.q_size + cfg.kv_size :].view(T, cfg.num_key_value_heads, cfg.head_dim)
-    cos, sin = rope_tables(cfg, torch.arange(T, device=x.device))
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    group = cfg.num_attention_heads // cfg.num_key_value_heads
-    k = k.repeat_interleave(group, dim=1)  # query head j reads kv head j // group
-    v = v.repeat_interleave(group, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", q, k) * cfg.sm_scale  # [heads, T, T]
-    i = torch.arange(T, device=x.device)
-    masked = i[None, :] > i[:, None]
-    if sliding:
-        masked |= i[None, :] <= i[:, None] - cfg.sliding_window
-    scores = scores.masked_fill(masked, float("-inf"))
-    sinks = layer.sinks.float()[:, None, None].expand(-1, T, 1)
-    probs = torch.softmax(torch.cat([scores, sinks], dim=-1), dim=-1)[..., :-1]
-    out = torch.einsum("hqk,khd->qhd", probs, v).reshape(T, cfg.q_size)
+    concentration, inv_freq = yarn_frequencies(cfg)
+    positions = torch.arange(T, device=x.device)
+    inv_freq = inv_freq.to(x.device)
+    q = rnd("qkv", rope_reference(q, positions, inv_freq, concentration))
+    k = rnd("qkv", rope_reference(k, positions, inv_freq, concentration))
+    v = rnd("qkv", v)
+    window = cfg.sliding_window if sliding else 0
+    out = rnd("attn", attention_reference(q, k, v, layer.sinks, 0, cfg.sm_scale, window).reshape(T, cfg.q_size))
     return x + out @ layer.out_weight.float().T + layer.out_bias.float()
-
-
-def swiglu(h: torch.Tensor, limit: float, alpha: float = 1.702) -> torch.Tensor:
-    """Clamped SwiGLU over interleaved columns: even = gate, odd = linear (+1)."""
-    glu, lin = h[..., 0::2].clamp(max=limit), h[..., 1::2].clamp(-limit, limit)
-    return glu * torch.sigmoid(alpha * glu) * (lin + 1)
 
 
 def route(layer: LayerWeights, cfg: ModelConfig, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,26 +72,27 @@ def route(layer: LayerWeights, cfg: ModelConfig, h: torch.Tensor) -> tuple[torch
     return top.indices, torch.softmax(top.values, dim=-1)
 
 
-def moe(layer: LayerWeights, cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
-    h = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
-    experts, gates = route(layer, cfg, h)
+def moe(layer: LayerWeights, cfg: ModelConfig, x: torch.Tensor, rnd: _Rounding) -> torch.Tensor:
+    h = rmsnorm_reference(x, layer.mlp_norm, cfg.rms_norm_eps)
+    experts, gates = route(layer, cfg, rnd("router", h))
+    h = rnd("norm", h)
     out = torch.zeros_like(x)
     for e in experts.unique().tolist():
         rows, slot = (experts == e).nonzero(as_tuple=True)
         w1 = dequantize_mxfp4(layer.mlp1_blocks[e], layer.mlp1_scales[e])
         w2 = dequantize_mxfp4(layer.mlp2_blocks[e], layer.mlp2_scales[e])
-        a = swiglu(h[rows] @ w1.T + layer.mlp1_bias[e].float(), cfg.swiglu_limit)
+        a = rnd("act", swiglu_reference(h[rows] @ w1.T + layer.mlp1_bias[e].float(), cfg.swiglu_limit))
         y = a @ w2.T + layer.mlp2_bias[e].float()
         out.index_add_(0, rows, y * gates[rows, slot, None])
     return x + out
 
 
-def reference_logits(weights: Weights, tokens: torch.Tensor) -> torch.Tensor:
+def reference_logits(weights: Weights, tokens: torch.Tensor, bf16_at: frozenset[str] = frozenset()) -> torch.Tensor:
     """Teacher-forced logits [T, vocab], float32, for token ids `tokens` [T]."""
-    cfg = weights.config
+    cfg, rnd = weights.config, _Rounding(bf16_at)
     x = weights.embedding[tokens.to(weights.device)].float()
     for i, layer in enumerate(weights.layers):
-        x = attention(layer, cfg, x, cfg.sliding_layers[i])
-        x = moe(layer, cfg, x)
-    x = rms_norm(x, weights.norm, cfg.rms_norm_eps)
-    return x @ weights.unembedding.float().T
+        x = attention(layer, cfg, x, cfg.sliding_layers[i], rnd)
+        x = moe(layer, cfg, x, rnd)
+    h = rnd("norm", rmsnorm_reference(x, weights.norm, cfg.rms_norm_eps))
+    return h @ weights.unembedding.float().T

@@ -1,8 +1,9 @@
 """The gpt-oss forward pass, composed from our kernels. No state but the weights: the KV
 cache and scratch buffers belong to the engine and are passed in.
 
-Per layer: x += out_proj(attention(rope(qkv(norm(x))))); x += moe(norm(x)). The residual
-stream x is float32; matmul inputs are bf16, accumulation float32.
+Per layer: x += out_proj(attention(rope(qkv(norm(x))))); x += moe(norm(x)). Weights are bf16
+and MXFP4 as published; every activation, the KV cache included, is float32, and matmuls
+keep float32 accuracy on bf16 tensor cores (kernels.common.dot).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tritonllm.model.weights import LayerWeights, Weights
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for positions 0..context_length-1: [L, ctx, KVH, D] bf16."""
+    """Keys and values of every layer for positions 0..context_length-1: [L, ctx, KVH, D] float32."""
 
     k: torch.Tensor
     v: torch.Tensor
@@ -32,7 +33,7 @@ class KVCache:
     @staticmethod
     def allocate(cfg: ModelConfig, context_length: int, device: torch.device) -> "KVCache":
         shape = (cfg.num_hidden_layers, context_length, cfg.num_key_value_heads, cfg.head_dim)
-        return KVCache(torch.zeros(shape, dtype=torch.bfloat16, device=device), torch.zeros(shape, dtype=torch.bfloat16, device=device))
+        return KVCache(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
 
     @property
     def context_length(self) -> int:
@@ -95,7 +96,7 @@ class Transformer:
     def _moe(self, layer: LayerWeights, x: torch.Tensor) -> None:
         cfg = self.config
         h = rmsnorm(x, layer.mlp_norm, cfg.rms_norm_eps)
-        gate_logits = linear(h, layer.gate_weight, layer.gate_bias, out_dtype=torch.float32)
+        gate_logits = linear(h, layer.gate_weight, layer.gate_bias)
         ids, gates = topk_softmax(gate_logits, cfg.experts_per_token)
         sorted_pairs, tile_expert = moe_align(ids, cfg.num_experts, TILE_ROWS)
         act = moe_mlp1(
@@ -107,4 +108,4 @@ class Transformer:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h = rmsnorm(x.contiguous(), self.weights.norm, self.config.rms_norm_eps)
-        return linear(h, self.weights.unembedding, out_dtype=torch.float32)
+        return linear(h, self.weights.unembedding)
