@@ -22,8 +22,8 @@ modelscope 1.40 with modelscope-hub 0.5):
   which is the Hub's ETag: the sha256 of an LFS file, the git blob sha1 of a small one.
 * modelscope checks each file's size and sha256 against the repo listing (on every call,
   cached files included, so an online call re-reads the whole cached model), retries a bad
-  transfer, and resumes from the `.incomplete` file (large files: from their part files)
-  that an interrupted run, even a killed process, leaves next to the target.
+  transfer, and resumes from the `.incomplete` file that an interrupted run, even a killed
+  process, leaves next to the target.
 
 Offline (`offline=True`, or the hub unreachable) the cached snapshot is used if it holds
 config.json, the index and every shard the index names.

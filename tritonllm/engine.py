@@ -1,5 +1,9 @@
-"""The generation engine: owns the KV cache, the decode scratch buffers and the sampler state,
-and turns a prompt into a stream of token ids.
+"""The generation engine: owns the KV cache, the decode scratch buffers, the sampler state and
+the CUDA graph of the decode step, and turns a prompt into a stream of token ids.
+
+On a GPU the whole decode step (all layers and the unembedding) is captured once in a CUDA
+graph and replayed per token; its inputs (token id, position) live in device tensors that
+the graph reads, so the only host sync per token is reading the sampled id.
 
 Invariant: `self.cached` lists exactly the tokens whose keys and values sit in the cache at
 positions 0..len(cached)-1. A new prompt that starts with cached tokens only prefills the
@@ -37,7 +41,7 @@ class SamplingParams:
 
 
 class Engine:
-    def __init__(self, weights: Weights, context_length: int):
+    def __init__(self, weights: Weights, context_length: int, cuda_graph: bool = True):
         if context_length < 1:
             raise ValueError(f"context_length must be positive, got {context_length}")
         self.model = Transformer(weights)
@@ -50,6 +54,30 @@ class Engine:
         self.pos = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.token = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.rng = torch.zeros(2, dtype=torch.int64, device=self.device)  # [seed, step]
+        self.use_graph = cuda_graph and self.device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_logits: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the cached prefix (the next prompt is prefilled in full)."""
+        self.cached = []
+
+    def _decode(self) -> torch.Tensor:
+        """Logits [1, V] for self.token at self.pos, through the CUDA graph where there is one."""
+        if not self.use_graph:
+            return self.model.decode(self.token, self.pos, self.cache, self.scratch)
+        if self.graph is None:
+            # Compile every kernel outside the capture, on a side stream as torch requires.
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.model.decode(self.token, self.pos, self.cache, self.scratch)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.graph_logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
+        self.graph.replay()
+        return self.graph_logits
 
     def _check_prompt(self, tokens: list[int]) -> None:
         if not tokens:
@@ -108,5 +136,5 @@ class Engine:
             if token in stop or i == max_tokens - 1 or len(self.cached) >= self.context_length:
                 return
             self.pos.fill_(len(self.cached))
-            logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
+            logits = self._decode()
             self.cached.append(token)

@@ -46,18 +46,22 @@ class LLM:
     parent holding `original/`), or already-built `Weights`.
     """
 
-    def __init__(self, checkpoint: str | Path | Weights, device: str | torch.device | None = None, context_length: int = 8192):
+    def __init__(
+        self, checkpoint: str | Path | Weights, device: str | torch.device | None = None,
+        context_length: int = 8192, cuda_graph: bool = True,
+    ):
         if isinstance(checkpoint, Weights):
             weights = checkpoint
         else:
             weights = load_checkpoint(checkpoint, resolve_device(device))
         self.config = weights.config
-        self.engine = Engine(weights, context_length)
+        self.engine = Engine(weights, context_length, cuda_graph)
 
     @classmethod
-    def synthetic(cls, size: str, seed: int = 0, device=None, context_length: int = 8192) -> "LLM":
+    def synthetic(cls, size: str, seed: int = 0, device=None, context_length: int = 8192, cuda_graph: bool = True) -> "LLM":
         """Random weights of the published shapes ("20b", "120b", "tiny"), built on the device."""
-        return cls(synthetic_weights(preset(size), seed, resolve_device(device)), context_length=context_length)
+        weights = synthetic_weights(preset(size), seed, resolve_device(device))
+        return cls(weights, context_length=context_length, cuda_graph=cuda_graph)
 
     @property
     def weights(self) -> Weights:
