@@ -112,8 +112,14 @@ class FakeHub:
 
     def ms_files(self) -> list[dict]:
         return [
-            {"Name": name.rsplit("/", 1)[-1], "Path": name, "Type": "blob", "Size": len(data),
-             "Sha256": hashlib.sha256(data).hexdigest(), "Revision": COMMIT}
+            {
+                "Name": name.rsplit("/", 1)[-1],
+                "Path": name,
+                "Type": "blob",
+                "Size": len(data),
+                "Sha256": hashlib.sha256(data).hexdigest(),
+                "Revision": COMMIT,
+            }
             for name, data in self.files.items()
         ]
 
@@ -182,7 +188,9 @@ def hub(checkpoint, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_ENDPOINT", fake.url)
     monkeypatch.setattr(hf_constants, "ENDPOINT", fake.url)
-    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
 
     # modelscope-hub reads MODELSCOPE_ENDPOINT (MODELSCOPE_DOMAIN is its deprecated alias) into a

@@ -13,7 +13,7 @@ from tritonllm.kernels.attention import attention_decode, attention_prefill, att
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
 from tritonllm.kernels.moe import (
-    TILE_ROWS, moe_align, moe_combine, moe_mlp1, moe_mlp2, swiglu_reference, topk_softmax,
+    moe_combine, moe_experts, swiglu_reference, topk_softmax,
 )
 from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import rope_qkv, rope_reference
@@ -118,16 +118,14 @@ def random_experts(device, E, N, K):
 
 
 def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0) -> dict:
-    """The whole expert path: routing, grouping, mlp1 + SwiGLU, mlp2, weighted combine."""
+    """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine. Up to
+    GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
     ids, gates = topk_softmax(torch.randn(T, E, device=device), K)
     w1 = random_experts(device, E, 2 * I, H)
     w2 = random_experts(device, E, H, I)
     residual = torch.randn(T, H, device=device)
-    sorted_pairs, tile_expert = moe_align(ids, E, TILE_ROWS)
-    act = moe_mlp1(x, sorted_pairs, tile_expert, *w1, K, limit, TILE_ROWS)
-    y = moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, TILE_ROWS)
-    out = moe_combine(y, residual.clone(), K)
+    out = moe_combine(moe_experts(x, ids, gates, w1, w2, limit), residual.clone(), K)
 
     ref = residual.clone().double()
     for t in range(T):
@@ -162,5 +160,7 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_topk_softmax(device, T=512, E=128, K=4),
+        check_moe(device, T=1, E=32, K=4, H=2880, I=2880),
         check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
+        check_moe(device, T=600, E=4, K=2, H=256, I=128),
     ]

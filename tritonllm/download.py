@@ -50,7 +50,7 @@ REPOS = {
     "modelscope": {"20b": "openai-mirror/gpt-oss-20b", "120b": "openai-mirror/gpt-oss-120b"},
     "hf": {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"},
 }
-HUB_NAMES = {"modelscope": "ModelScope", "hf": "the Hugging Face Hub"}
+HUB_NAMES = {"modelscope": "ModelScope", "hf": "Hugging Face"}
 INDEX = "model.safetensors.index.json"
 # Both libraries match these with fnmatch, where "*" also matches "/": "*.safetensors" would
 # pull original/model.safetensors too, hence the "model" prefix.
@@ -96,7 +96,7 @@ def resolve_model(
             folder = fetch(repo, cache_dir, False, progress)
             _check_complete(folder)
             return folder
-        except Exception as e:  # network, hub or integrity failure: a complete cached copy still does
+        except Exception as e:  # noqa: BLE001 - network, hub or integrity failure: a complete cached copy still does
             failure = e
             log.warning("downloading %s from %s failed (%s); looking for a cached copy", repo, hub, _brief(e))
     try:
@@ -131,9 +131,15 @@ def _check_complete(folder: Path) -> None:
 
 
 def _brief(e: BaseException) -> str:
-    """An exception as one short line: the hub libraries' messages run over several."""
+    """An exception as one short line: the hub libraries' messages run over several, and
+    modelscope's FileDownloadError only counts the failed files (the first is named here)."""
     lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+    text = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    failed = getattr(e, "failed_files", None)
+    if isinstance(failed, dict) and failed:
+        name, first = next(iter(failed.items()))
+        text += f"; {name}: {_brief(first)}"
+    return text[:300]
 
 
 class _SilentTqdm(tqdm):
@@ -156,7 +162,7 @@ def _hf(repo: str, cache_dir: Path | None, offline: bool, progress: bool) -> Pat
     from huggingface_hub import snapshot_download
     from huggingface_hub.file_download import repo_folder_name
 
-    args = dict(repo_id=repo, cache_dir=cache_dir, allow_patterns=FILES)
+    args = {"repo_id": repo, "cache_dir": cache_dir, "allow_patterns": FILES}
     if offline:
         return Path(snapshot_download(**args, local_files_only=True))
     blobs = Path(cache_dir or _hf_cache()).expanduser() / repo_folder_name(repo_id=repo, repo_type="model") / "blobs"

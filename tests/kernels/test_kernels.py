@@ -30,7 +30,9 @@ CASES = [
     ("topk", kc.check_topk_softmax, {}),
     ("topk_128_experts", kc.check_topk_softmax, {"T": 5, "E": 128, "K": 4}),
     ("moe", kc.check_moe, {}),
-    ("moe_one_token", kc.check_moe, {"T": 1, "E": 32, "K": 4, "H": 64, "I": 32}),
+    ("moe_one_token_gemv", kc.check_moe, {"T": 1, "E": 32, "K": 4, "H": 64, "I": 32}),
+    ("moe_two_tokens_gemv", kc.check_moe, {"T": 2, "E": 8, "K": 4, "H": 96, "I": 64}),
+    ("moe_big_tiles", kc.check_moe, {"T": 140, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_ragged_hidden", kc.check_moe, {"T": 20, "E": 6, "K": 2, "H": 160, "I": 96}),
 ]
 

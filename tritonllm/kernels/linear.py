@@ -44,13 +44,38 @@ def linear_kernel(
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@kernel
+def linear_gemv_kernel(
+    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, N, K,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    """One activation row (decode): float32 FMAs over BN weight rows, K in chunks of BK."""
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    n_ok = rn < N
+    w_ptrs = w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :]
+    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    for k in range(0, K, BK):
+        k_ok = k + rk < K
+        x = tl.load(x_ptr + k + rk, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += w.to(tl.float32) * x[None, :]
+        w_ptrs += BK
+    out = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
+    if HAS_RES:
+        out += tl.load(res_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rn, out.to(out_ptr.dtype.element_ty), mask=n_ok)
+
+
 def _blocks(M: int, N: int, K: int, on_cpu: bool) -> tuple[int, int, int, int]:
     """(BM, BN, BK, num_warps). The interpreter pays per program, so it gets big tiles."""
     if on_cpu:
         return min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
     if M <= 16:
         return 16, 64, 128, 4
-    return 64, 128, 64, 4
+    return 128, 128, 64, 8
 
 
 def linear(
@@ -71,10 +96,18 @@ def linear(
     check(residual is None or (residual.shape == (M, N) and residual.is_contiguous()), "linear: residual must be [M, N]")
     if out is None:
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
+    bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
+    if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
+        BN, BK = (16, 256) if x.is_cuda else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
+        linear_gemv_kernel[(triton.cdiv(N, BN),)](
+            x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+            BN=BN, BK=BK, num_warps=4,
+        )
+        return out
     BM, BN, BK, warps = _blocks(M, N, K, not x.is_cuda)
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     linear_kernel[grid](
-        x, w, bias if bias is not None else x, residual if residual is not None else out, out, M, N, K,
+        x, w, bias_arg, res_arg, out, M, N, K,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None,
         BM=BM, BN=BN, BK=BK, F32=dot_f32(x), num_warps=warps,
     )

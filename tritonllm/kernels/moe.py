@@ -9,6 +9,9 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
    epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
+Decode (a few pairs) skips 2-4 for `moe_gemv_kernel`: one program per (row block, pair)
+streams its expert's packed rows with float32 FMAs, no padding to tensor-core tiles.
+`moe_experts` picks the path.
 
 Expert weights stay packed as on disk (see tritonllm.model.weights): each K-chunk of a
 weight tile is dequantized in registers to bf16 (exact: FP4 times a power of two), with the
@@ -23,7 +26,7 @@ import triton.language as tl
 from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
 from tritonllm.runtime.kernel import kernel
 
-TILE_ROWS = 16  # BM of the expert matmuls: each expert's group of pairs is padded to a multiple
+GEMV_MAX_PAIRS = 8  # up to this many (token, expert) pairs, experts run as matrix-vector products
 SWIGLU_ALPHA = tl.constexpr(1.702)
 
 
@@ -187,6 +190,48 @@ def moe_mlp2_kernel(
 
 
 @kernel
+def moe_gemv_kernel(
+    x_ptr, ids_ptr, gates_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr,
+    N, K, X_ROW_DIV, limit,
+    SWIGLU: tl.constexpr, BN: tl.constexpr, BKB: tl.constexpr,
+):
+    """out[pair] = W[e] @ x[pair // X_ROW_DIV] + b[e] for N weight rows of K values, then SwiGLU
+    (rows 2j, 2j+1 -> output j), or a scaling by the pair's gate weight."""
+    pid_n, pair = tl.program_id(0), tl.program_id(1)
+    e = tl.load(ids_ptr + pair).to(tl.int64)
+    x_row = x_ptr + (pair // X_ROW_DIV).to(tl.int64) * K
+    rows = pid_n * BN + tl.arange(0, BN)
+    r_ok = rows < N
+    NB: tl.constexpr = BKB // 16  # scale blocks per chunk (16 bytes = 32 values each)
+    w_rows = blocks_ptr + (e * N + rows[:, None]) * (K // 2)
+    s_rows = scales_ptr + (e * N + rows[:, None]) * (K // 32)
+    b = tl.arange(0, BKB)
+    acc = tl.zeros([BN, NB], dtype=tl.float32)
+    for k0 in range(0, K // 2, BKB):  # byte offset within a row
+        kb = k0 + b
+        k_ok = kb < K // 2
+        packed = tl.load(w_rows + kb[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0)  # [BN, BKB]
+        x_even = tl.load(x_row + 2 * kb, mask=k_ok, other=0.0)
+        x_odd = tl.load(x_row + 2 * kb + 1, mask=k_ok, other=0.0)
+        prod = _e2m1_to_float(packed & 15) * x_even[None, :] + _e2m1_to_float(packed >> 4) * x_odd[None, :]
+        block_sums = tl.sum(tl.reshape(prod, [BN, NB, 16]), axis=2)  # [BN, NB]
+        sb = k0 // 16 + tl.arange(0, NB)
+        code = tl.load(s_rows + sb[None, :], mask=r_ok[:, None] & (sb < K // 32)[None, :], other=127)
+        acc += block_sums * (code.to(tl.int32) << 23).to(tl.float32, bitcast=True)
+    out = tl.sum(acc, axis=1) + tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
+    if SWIGLU:
+        gate, lin = tl.split(tl.reshape(out, [BN // 2, 2]))
+        gate = tl.minimum(gate, limit)
+        lin = tl.minimum(tl.maximum(lin, -limit), limit)
+        cols = pid_n * (BN // 2) + tl.arange(0, BN // 2)
+        act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
+        tl.store(out_ptr + pair * (N // 2) + cols, act, mask=cols < N // 2)
+    else:
+        out *= tl.load(gates_ptr + pair)
+        tl.store(out_ptr + pair * N + rows, out, mask=r_ok)
+
+
+@kernel
 def moe_combine_kernel(y_ptr, x_ptr, H, TOPK: tl.constexpr, BLOCK: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -225,7 +270,44 @@ def moe_align(ids: torch.Tensor, num_experts: int, bm: int) -> tuple[torch.Tenso
 
 def _mm_blocks(N: int, K: int, on_cpu: bool) -> tuple[int, int]:
     """(BN, BK) for the expert matmuls; the interpreter pays per program, so big tiles."""
-    return (min(256, next_pow2(N)), min(256, next_pow2(K))) if on_cpu else (64, 128)
+    return (min(256, next_pow2(N)), min(256, next_pow2(K))) if on_cpu else (64, 64)
+
+
+def tile_rows(pairs: int, num_experts: int) -> int:
+    """BM of the grouped expert matmuls: bigger tiles once experts see many rows each."""
+    return 64 if pairs >= 64 * num_experts else 16
+
+
+def moe_experts(x, ids, gates, w1, w2, limit: float) -> torch.Tensor:
+    """The expert MLPs of every (token, expert) pair: x [T, H] float32, ids/gates [T, k],
+    w1/w2 = (blocks, scales, bias) -> gate-weighted outputs [T*k, H] float32."""
+    T, k = ids.shape
+    E = w1[0].shape[0]
+    if T * k <= GEMV_MAX_PAIRS:
+        act = moe_gemv(x, ids, gates, *w1, topk=k, limit=limit)
+        return moe_gemv(act, ids, gates, *w2, topk=1, limit=limit)
+    bm = tile_rows(T * k, E)
+    sorted_pairs, tile_expert = moe_align(ids, E, bm)
+    act = moe_mlp1(x, sorted_pairs, tile_expert, *w1, k, limit, bm)
+    return moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm)
+
+
+def moe_gemv(x, ids, gates, blocks, scales, bias, topk: int, limit: float) -> torch.Tensor:
+    """Matrix-vector expert products for a few pairs. topk > 1: x holds one row per token and
+    the result is SwiGLU activations [pairs, N/2]; topk == 1: x holds one row per pair and the
+    result is gate-weighted [pairs, N]."""
+    E, N, kblocks, _ = blocks.shape
+    K = kblocks * 32
+    R = ids.numel()
+    check(x.shape[1] == K and x.is_contiguous() and x.dtype == torch.float32, "moe_gemv: x must be float32 [*, K]")
+    swiglu = topk > 1
+    out = torch.empty(R, N // 2 if swiglu else N, dtype=torch.float32, device=x.device)
+    BN = 32 if x.is_cuda else min(256, next_pow2(N))
+    moe_gemv_kernel[(triton.cdiv(N, BN), R)](
+        x, ids, gates, blocks, scales, bias, out, N, K, topk, limit,
+        SWIGLU=swiglu, BN=BN, BKB=256, num_warps=4,
+    )
+    return out
 
 
 def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limit: float, bm: int) -> torch.Tensor:

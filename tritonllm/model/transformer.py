@@ -15,7 +15,7 @@ import torch
 from tritonllm.kernels.attention import attention_decode, attention_prefill, decode_scratch
 from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
-from tritonllm.kernels.moe import TILE_ROWS, moe_align, moe_combine, moe_mlp1, moe_mlp2, topk_softmax
+from tritonllm.kernels.moe import moe_combine, moe_experts, topk_softmax
 from tritonllm.kernels.rmsnorm import rmsnorm
 from tritonllm.kernels.rope import rope_qkv
 from tritonllm.model.config import ModelConfig
@@ -98,12 +98,9 @@ class Transformer:
         h = rmsnorm(x, layer.mlp_norm, cfg.rms_norm_eps)
         gate_logits = linear(h, layer.gate_weight, layer.gate_bias)
         ids, gates = topk_softmax(gate_logits, cfg.experts_per_token)
-        sorted_pairs, tile_expert = moe_align(ids, cfg.num_experts, TILE_ROWS)
-        act = moe_mlp1(
-            h, sorted_pairs, tile_expert, layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias,
-            cfg.experts_per_token, cfg.swiglu_limit, TILE_ROWS,
-        )
-        y = moe_mlp2(act, sorted_pairs, tile_expert, gates, layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias, TILE_ROWS)
+        w1 = (layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias)
+        w2 = (layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias)
+        y = moe_experts(h, ids, gates, w1, w2, cfg.swiglu_limit)
         moe_combine(y, x, cfg.experts_per_token)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
