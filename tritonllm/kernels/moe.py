@@ -92,11 +92,11 @@ def moe_align_kernel(
 
 @triton.jit
 def _e2m1_to_float(nibble):
-    """FP4 E2M1 code (uint8 0..15) -> float32: sign, 2 exponent bits (bias 1), 1 mantissa bit."""
-    exp = ((nibble >> 1) & 3).to(tl.int32)
-    man = (nibble & 1).to(tl.float32)
-    mag = tl.where(exp == 0, 0.5 * man, (2.0 + man) * (1 << exp).to(tl.float32) * 0.25)
-    return tl.where((nibble & 8) != 0, -mag, mag)
+    """FP4 E2M1 code (uint8 0..15) -> float32, via the fp16 bit pattern: sign to bit 15 and the
+    2 exponent + 1 mantissa bits to bits 11..9 make the value times 2^-14 (E2M1's subnormal
+    0.5 lands on fp16's subnormal 2^-15), which the exact fp16 -> fp32 conversion handles."""
+    bits = ((nibble & 8).to(tl.int16) << 12) | ((nibble & 7).to(tl.int16) << 9)
+    return bits.to(tl.float16, bitcast=True).to(tl.float32) * 16384.0
 
 
 @triton.jit
