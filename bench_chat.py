@@ -128,9 +128,9 @@ def benchmark(args) -> dict:
     from tritonllm.runtime.kernel import REGISTRY
 
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # after the bandwidth test's 2 GiB of buffers
     context = args.context or (args.prompt_tokens + args.decode_tokens + 64)
     if args.synthetic:
         llm = LLM.synthetic(args.synthetic, seed=args.seed, device=device, context_length=context)
