@@ -22,6 +22,22 @@ from tritonllm.runtime.kernel import kernel
 LOG2E = math.log2(math.e)
 
 
+@triton.jit
+def _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32: tl.constexpr):
+    """One online-softmax step over a block of keys: scores of q [M, D] against the keys at
+    kv_offs [BN, D], masked to `valid` ([M, BN] or broadcastable), folded into the running (max, sum, acc)."""
+    k = tl.load(k_ptr + kv_offs, mask=k_ok[:, None], other=0.0)  # [BN, D]
+    s = dot(q, tl.trans(k), tl.zeros([q.shape[0], k.shape[0]], dtype=tl.float32), F32) * qk_scale
+    s = tl.where(valid, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = tl.load(v_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
+    acc = dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
+    return m_new, l_i, acc
+
+
 @kernel
 def attention_prefill_kernel(
     q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
@@ -50,18 +66,9 @@ def attention_prefill_kernel(
         kp = start + kn
         k_ok = kp < hi
         kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
-        k = tl.load(k_ptr + kv_offs, mask=k_ok[:, None], other=0.0)  # [BN, D]
-        s = dot(q, tl.trans(k), tl.zeros([BM, BN], dtype=tl.float32), F32) * qk_scale
         valid = (kp[None, :] <= q_pos[:, None]) & k_ok[None, :]
         valid = valid & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
-        s = tl.where(valid, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
-        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
     out = acc / l_i[:, None]
     tl.store(out_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
@@ -89,16 +96,7 @@ def attention_decode_kernel(
         kp = start + kn
         k_ok = kp < hi
         kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
-        k = tl.load(k_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
-        s = dot(q, tl.trans(k), tl.zeros([BG, BN], dtype=tl.float32), F32) * qk_scale
-        s = tl.where(k_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + kv_offs, mask=k_ok[:, None], other=0.0)
-        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, k_ok[None, :], m_i, l_i, acc, qk_scale, F32)
     part = split * NH + head  # [BG]
     tl.store(part_m_ptr + part, m_i, mask=g_ok)
     tl.store(part_l_ptr + part, l_i, mask=g_ok)
