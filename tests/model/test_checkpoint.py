@@ -137,3 +137,17 @@ def test_reader_reads_tensors_on_demand(tiny_checkpoints):
     f = SafetensorsFile(tiny_checkpoints["original"] / "model.safetensors")
     assert f.read("norm.scale").shape == (64,)
     assert f.tensors["embedding.weight"].nbytes == 201088 * 64 * 2
+
+
+def test_make_checkpoint_script_writes_a_loadable_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ckpt"
+    cmd = [sys.executable, "tools/make_checkpoint.py", "--size", "tiny", "--layout", "hf", "--seed", "3",
+           "--vocab-size", "1000", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    weights = load_checkpoint(out, torch.device("cpu"), progress=False)
+    assert weights.config.vocab_size == 1000 and weights.embedding.shape == (1000, 64)
+    assert torch.equal(weights.embedding, random_tensor("embedding.weight", weights.config, 3))

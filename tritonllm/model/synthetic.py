@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from tritonllm.model.config import ModelConfig
 from tritonllm.model.safetensors_io import write_safetensors
@@ -46,7 +47,8 @@ def synthetic_weights(cfg: ModelConfig, seed: int, device: torch.device) -> Weig
 
 
 def write_checkpoint(
-    cfg: ModelConfig, layout: str, seed: int, out_dir: str | Path, shard_bytes: int = DEFAULT_SHARD_BYTES
+    cfg: ModelConfig, layout: str, seed: int, out_dir: str | Path, shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = False,
 ) -> Path:
     """Write a synthetic checkpoint folder in `layout` ("original" or "hf"), bit-exact to the
     published on-disk format: config.json plus safetensors (sharded with an index for "hf")."""
@@ -56,9 +58,12 @@ def write_checkpoint(
     (out / "config.json").write_text(json.dumps(cfg.to_json(layout), indent=2) + "\n")
 
     cache: dict[str, torch.Tensor] = {}
+    total = sum(s.dtype.itemsize * torch.Size(s.shape).numel() for s in specs)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="writing weights", disable=not progress)
 
     def make(name: str) -> torch.Tensor:
         spec = by_name[name]
+        bar.update(spec.dtype.itemsize * torch.Size(spec.shape).numel())
         if spec.target not in cache:  # parts of one target (hf q/k/v) are adjacent
             cache.clear()
             cache[spec.target] = random_tensor(spec.target, cfg, seed)
@@ -67,6 +72,7 @@ def write_checkpoint(
     by_name = {s.name: s for s in specs}
     if layout == "original":
         write_safetensors(out / "model.safetensors", [(s.name, s.dtype, s.shape) for s in specs], make)
+        bar.close()
         return out
 
     shards: list[list] = [[]]
@@ -83,7 +89,7 @@ def write_checkpoint(
         fname = f"model-{i:05d}-of-{len(shards) - 1:05d}.safetensors"
         write_safetensors(out / fname, [(s.name, s.dtype, s.shape) for s in shard], make)
         weight_map.update({s.name: fname for s in shard})
-    total = sum(s.dtype.itemsize * torch.Size(s.shape).numel() for s in specs)
+    bar.close()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
