@@ -25,7 +25,7 @@ setup(
         "runner": ["triton_runner"],
         "server": ["fastapi", "uvicorn", "openai"],
         "ui": ["streamlit", "openai"],
-        "test": ["pytest", "pytest-timeout", "safetensors"],
+        "test": ["pytest", "pytest-timeout", "safetensors", "quicktok-v1"],
     },
     entry_points={"console_scripts": ["tritonllm=tritonllm.chat:main"]},
 )

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def encoding_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("encodings")
-    built = subprocess.run([sys.executable, str(ROOT / "tools" / "make_encoding.py"), str(out)], capture_output=True, text=True)
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_encoding.py"), str(out)], capture_output=True, text=True
+    )
     if built.returncode:
         pytest.fail(f"tools/make_encoding.py failed (is quicktok-v1 installed?): {built.stderr.strip()}")
     before = os.environ.get("TIKTOKEN_ENCODINGS_BASE")

@@ -87,9 +87,23 @@ def test_help_documents_options_examples_and_keys(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0
-    for option in ("--reasoning", "--developer-message", "--context", "--temperature", "--top-p", "--seed",
-                   "--max-tokens", "--raw", "--browser", "--show-browser-results", "--python", "--apply-patch",
-                   "--apply-patch-root", "--source", "--device"):
+    for option in (
+        "--reasoning",
+        "--developer-message",
+        "--context",
+        "--temperature",
+        "--top-p",
+        "--seed",
+        "--max-tokens",
+        "--raw",
+        "--browser",
+        "--show-browser-results",
+        "--python",
+        "--apply-patch",
+        "--apply-patch-root",
+        "--source",
+        "--device",
+    ):
         assert option in out
     assert "examples:" in out and "tritonllm 120b -r low" in out
     assert "Ctrl-C" in out and "Ctrl-D" in out and "dropped" in out and "TIKTOKEN_ENCODINGS_BASE" in out
@@ -98,11 +112,41 @@ def test_help_documents_options_examples_and_keys(capsys):
 def test_defaults_and_every_option():
     args = build_parser().parse_args([])
     assert (args.model, args.reasoning, args.context, args.temperature, args.top_p) == ("20b", "high", 8192, 1.0, 1.0)
-    assert (args.seed, args.max_tokens, args.raw, args.device, args.apply_patch_root) == (None, None, False, "cuda", ".")
+    assert (args.seed, args.max_tokens, args.raw, args.device, args.apply_patch_root) == (
+        None,
+        None,
+        False,
+        "cuda",
+        ".",
+    )
     args = build_parser().parse_args(
-        ["/m", "-r", "low", "--developer-message", "hi", "-c", "1024", "--temperature", "0", "--top-p", "0.9",
-         "--seed", "7", "--max-tokens", "50", "-b", "--show-browser-results", "-p", "-a", "--apply-patch-root", "/x",
-         "--source", "hf", "--device", "cpu"]
+        [
+            "/m",
+            "-r",
+            "low",
+            "--developer-message",
+            "hi",
+            "-c",
+            "1024",
+            "--temperature",
+            "0",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "7",
+            "--max-tokens",
+            "50",
+            "-b",
+            "--show-browser-results",
+            "-p",
+            "-a",
+            "--apply-patch-root",
+            "/x",
+            "--source",
+            "hf",
+            "--device",
+            "cpu",
+        ]
     )
     assert (args.model, args.reasoning, args.developer_message, args.context) == ("/m", "low", "hi", 1024)
     assert (args.temperature, args.top_p, args.seed, args.max_tokens, args.source) == (0.0, 0.9, 7, 50, "hf")
@@ -110,8 +154,10 @@ def test_defaults_and_every_option():
     assert (args.apply_patch_root, args.device) == ("/x", "cpu")
 
 
-@pytest.mark.parametrize("argv", [["-r", "extreme"], ["--top-p", "0"], ["-c", "0"], ["--temperature", "-1"],
-                                  ["--source", "ftp"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["-r", "extreme"], ["--top-p", "0"], ["-c", "0"], ["--temperature", "-1"], ["--source", "ftp"], ["--bogus"]],
+)
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -149,21 +195,23 @@ def test_python_tool_call_runs_code_and_the_answer_continues(capsys, encoding):
 
 def test_apply_patch_call_edits_files_and_the_result_is_injected(capsys, encoding, tmp_path):
     (tmp_path / "notes.txt").write_text("alpha\nbeta\n")
-    patch = "*** Begin Patch\n*** Update File: notes.txt\n@@\n alpha\n-beta\n+gamma\n*** Add File: new.txt\n+fresh\n*** End Patch"
+    patch = (
+        "*** Begin Patch\n*** Update File: notes.txt\n@@\n alpha\n-beta\n+gamma\n"
+        "*** Add File: new.txt\n+fresh\n*** End Patch"
+    )
     script = Script(
         encoding,
         "<|channel|>commentary to=functions.apply_patch <|constrain|>json<|message|>"
-        + json.dumps({"input": patch}) + "<|call|>",
+        + json.dumps({"input": patch})
+        + "<|call|>",
         final("Edited."),
     )
     rc, out, _ = chat(capsys, ["-a", "--apply-patch-root", str(tmp_path)], script, "Replace beta by gamma")
     assert rc == 0
     assert (tmp_path / "notes.txt").read_text() == "alpha\ngamma\n" and (tmp_path / "new.txt").read_text() == "fresh\n"
     assert "namespace functions {" in script.prompt_text(0) and "type apply_patch" in script.prompt_text(0)
-    assert (
-        "<|start|>functions.apply_patch to=assistant<|channel|>commentary<|message|>Done!\nM notes.txt\nA new.txt<|end|>"
-        in script.prompt_text(1)
-    )
+    result = "<|channel|>commentary<|message|>Done!\nM notes.txt\nA new.txt<|end|>"
+    assert "<|start|>functions.apply_patch to=assistant" + result in script.prompt_text(1)
     assert "[functions.apply_patch result] Done!" in out and "Edited." in out
 
 
@@ -205,7 +253,10 @@ def test_browser_call_opens_a_local_page_and_the_answer_continues(capsys, encodi
 def test_unknown_tool_gets_an_error_the_model_can_read(capsys, encoding):
     script = Script(encoding, "<|channel|>commentary to=functions.rm_rf <|message|>{}<|call|>", final("Sorry."))
     rc, _, _ = chat(capsys, ["-p"], script, "go")
-    assert rc == 0 and "error: there is no tool 'functions.rm_rf'; the available tools are: python" in script.prompt_text(1)
+    assert (
+        rc == 0
+        and "error: there is no tool 'functions.rm_rf'; the available tools are: python" in script.prompt_text(1)
+    )
 
 
 # -- history, interruption, context ----------------------------------------------------------
@@ -246,7 +297,19 @@ def test_answer_cut_off_by_max_tokens_is_kept(capsys, encoding):
     script = Script(encoding, final("one two three four five six seven"), final("ok"))
     rc, out, _ = chat(capsys, ["--max-tokens", "6"], script, "Count", "Again")
     assert rc == 0 and "cut off at --max-tokens (6 tokens)" in out
-    assert "<|start|>user<|message|>Count<|end|><|start|>assistant<|channel|>final<|message|>one two" in script.prompt_text(1)
+    assert (
+        "<|start|>user<|message|>Count<|end|><|start|>assistant<|channel|>final<|message|>one two"
+        in script.prompt_text(1)
+    )
+
+
+def test_max_tokens_spent_on_a_tool_call_ends_the_turn(capsys, encoding):
+    call = "<|channel|>analysis to=python code<|message|>print(1)<|call|>"
+    script = Script(encoding, call, final("never asked"))
+    budget = str(len(encoding.encode(call, allowed_special="all")))
+    rc, out, _ = chat(capsys, ["-p", "--max-tokens", budget], script, "go")
+    assert rc == 0 and len(script.prompts) == 1 and "[python result] 1" in out
+    assert f"cut off at --max-tokens ({budget} tokens)" in out
 
 
 def test_broken_harmony_is_shown_raw_and_the_chat_goes_on(capsys, encoding):
@@ -308,13 +371,15 @@ def test_real_tiny_model_streams_two_turns(capsys, encoding, tiny_checkpoints):
     rc = main(["-r", "low", "--max-tokens", "2", "-c", "256"], token_source=source, read_line=Keyboard("Hi", "Bye"))
     out = capsys.readouterr().out
     assert rc == 0 and [len(s) for s in streamed] == [2, 2]
-    assert out.count("[") >= 2  # each turn ends with a notice (cut off, or not harmony)
+    # A random model writes no valid harmony: each turn ends cut off or with its raw text.
+    assert out.count("cut off at --max-tokens (2 tokens)") + out.count("broke the harmony format") == 2
     assert all(0 <= t < llm.config.vocab_size for s in streamed for t in s)
 
 
 def test_cli_process_help():
-    result = subprocess.run([sys.executable, "-m", "tritonllm.chat", "--help"], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonllm.chat", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0 and "usage: tritonllm" in result.stdout and "--reasoning" in result.stdout
 
 
@@ -326,9 +391,28 @@ def test_cli_process_chats_with_a_tiny_checkpoint_on_cpu(tmp_path, encoding_dir)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the CLI must turn it on itself
     env["HOME"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "tritonllm.chat", str(checkpoint), "--device", "cpu", "--max-tokens", "2",
-         "-c", "256", "-r", "low", "--seed", "1"],
-        input="Hello\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tritonllm.chat",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "2",
+            "-c",
+            "256",
+            "-r",
+            "low",
+            "--seed",
+            "1",
+        ],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "tritonllm:" in result.stdout and "Ctrl-D exits" in result.stdout

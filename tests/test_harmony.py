@@ -6,6 +6,7 @@ import hashlib
 import pytest
 
 from tritonllm.harmony import (
+    MAX_HEADER_TOKENS,
     BuiltinTool,
     EncodingUnavailable,
     FormatError,
@@ -97,7 +98,8 @@ def test_decoder_reports_reasoning_tool_call_and_answer(encoding):
     decoder, events = decode_all(
         encoding,
         "<|channel|>analysis<|message|>Think first.<|end|>"
-        "<|start|>assistant<|channel|>commentary to=functions.apply_patch <|constrain|>json<|message|>{\"input\": 1}<|call|>",
+        "<|start|>assistant<|channel|>commentary to=functions.apply_patch <|constrain|>json"
+        '<|message|>{"input": 1}<|call|>',
     )
     starts = [e for e in events if isinstance(e, MessageStart)]
     assert [(s.channel, s.recipient) for s in starts] == [("analysis", None), ("commentary", "functions.apply_patch")]
@@ -131,6 +133,15 @@ def test_decoder_passes_broken_output_on_as_raw_text(encoding):
     assert len(errors) == 1 and decoder.error == errors[0].error
     assert "".join(e.text for e in events if isinstance(e, RawText)) == "garbage here"
     assert [message_text(m) for m in decoder.messages] == ["ok"]  # the well-formed part is kept
+
+
+def test_decoder_gives_up_on_a_header_that_never_ends(encoding):
+    words = "word " * (MAX_HEADER_TOKENS + 5)
+    decoder, events = decode_all(encoding, "<|channel|>" + words)
+    errors = [e for e in events if isinstance(e, FormatError)]
+    assert len(errors) == 1 and "header longer than" in errors[0].error
+    raw = "".join(e.text for e in events if isinstance(e, RawText)) + "".join(e.text for e in decoder.finish())
+    assert raw == "<|channel|>" + words and decoder.messages == []
 
 
 def test_text_stream_never_splits_a_character(encoding, encoding_dir):

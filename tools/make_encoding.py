@@ -33,7 +33,10 @@ def encoding_bytes() -> bytes:
     except ImportError:
         raise SystemExit("make_encoding: the package quicktok-v1 is missing: pip install quicktok-v1") from None
     enc = quicktok.get_encoding("o200k_base")
-    lines = (f"{base64.b64encode(enc.decode_single_token_bytes(rank)).decode('ascii')} {rank}\n" for rank in range(VOCAB_SIZE))
+    lines = (
+        f"{base64.b64encode(enc.decode_single_token_bytes(rank)).decode('ascii')} {rank}\n"
+        for rank in range(VOCAB_SIZE)
+    )
     return "".join(lines).encode("ascii")
 
 

@@ -1,8 +1,8 @@
 """`tritonllm` / `python -m tritonllm.chat`: chat with gpt-oss in the terminal.
 
 The command line edge of the project: parses options, loads the tokenizer, the tools and
-the model, then runs a read-answer loop over a `ChatSession` (tritonllm.conversation)
-and prints its events. The token source can be injected (`main(..., token_source=...)`)
+the model, then runs the terminal loop (tritonllm.terminal) over a `ChatSession`
+(tritonllm.conversation). The token source can be injected (`main(..., token_source=...)`)
 so tests can drive the whole loop with scripted model output.
 """
 
@@ -12,21 +12,18 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Callable, TextIO
 
-from tritonllm.conversation import ChatSession, ContextError, Notice, RawSession, TokenSource, ToolResult, Tools, llm_token_source
-from tritonllm.harmony import FormatError, MessageDone, MessageStart, PromptConfig, RawText, TextDelta, load_encoding
+from tritonllm.conversation import ChatSession, RawSession, TokenSource, Tools, llm_token_source
+from tritonllm.harmony import PromptConfig, load_encoding
+from tritonllm.terminal import Printer, line_editing, run_chat
 
 log = logging.getLogger("tritonllm.chat")
 
 PROG = "tritonllm"
-PROMPT = ">>> "
 HISTORY_FILE = Path("~/.tritonllm_history")
-HISTORY_LENGTH = 1000
-RESULT_LINES = 20  # lines of a tool result shown on screen (the model always gets all of it)
-DIM, RESET = "\033[2m", "\033[0m"
 
 EPILOG = """\
 examples:
@@ -93,117 +90,62 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", default="20b", help="checkpoint folder, or 20b / 120b to download (default: 20b)")
-    p.add_argument("-r", "--reasoning", choices=("low", "medium", "high"), default="high", help="reasoning effort (default: high)")
+    p.add_argument(
+        "model", nargs="?", default="20b", help="checkpoint folder, or 20b / 120b to download (default: 20b)"
+    )
+    p.add_argument(
+        "-r", "--reasoning", choices=("low", "medium", "high"), default="high", help="reasoning effort (default: high)"
+    )
     p.add_argument("--developer-message", metavar="TEXT", help="instructions for the model (the developer message)")
     p.add_argument("-c", "--context", type=_positive_int, default=8192, help="context length in tokens (default: 8192)")
-    p.add_argument("--temperature", type=_temperature, default=1.0, help="sampling temperature, 0 = greedy (default: 1.0)")
+    p.add_argument(
+        "--temperature", type=_temperature, default=1.0, help="sampling temperature, 0 = greedy (default: 1.0)"
+    )
     p.add_argument("--top-p", type=_top_p, default=1.0, help="nucleus sampling mass (default: 1.0)")
     p.add_argument("--seed", type=int, help="sampling seed, for repeatable answers (default: random)")
-    p.add_argument("--max-tokens", type=_positive_int, help="most tokens per answer, tool calls included (default: the context)")
-    p.add_argument("--raw", action="store_true", help="plain completion of the typed text: no chat format, history or tools")
+    p.add_argument(
+        "--max-tokens", type=_positive_int, help="most tokens per answer, tool calls included (default: the context)"
+    )
+    p.add_argument(
+        "--raw", action="store_true", help="plain completion of the typed text: no chat format, history or tools"
+    )
     p.add_argument("-b", "--browser", action="store_true", help="let the model search the web and open pages")
-    p.add_argument("--show-browser-results", action="store_true", help="print the pages the browser returns (default: their title)")
-    p.add_argument("-p", "--python", action="store_true", help="let the model run Python code in a sandboxed subprocess")
+    p.add_argument(
+        "--show-browser-results", action="store_true", help="print the pages the browser returns (default: their title)"
+    )
+    p.add_argument(
+        "-p", "--python", action="store_true", help="let the model run Python code in a sandboxed subprocess"
+    )
     p.add_argument("-a", "--apply-patch", action="store_true", help="let the model edit files under --apply-patch-root")
-    p.add_argument("--apply-patch-root", metavar="DIR", default=".", help="folder apply_patch may edit (default: the current one)")
-    p.add_argument("--source", choices=("modelscope", "hf"), help="where 20b / 120b are downloaded from")
+    p.add_argument(
+        "--apply-patch-root", metavar="DIR", default=".", help="folder apply_patch may edit (default: the current one)"
+    )
+    p.add_argument(
+        "--source",
+        choices=("modelscope", "hf"),
+        default="modelscope",
+        help="where 20b / 120b are downloaded from (default: modelscope)",
+    )
     p.add_argument("--cache-dir", metavar="DIR", help="where downloaded checkpoints are kept")
     p.add_argument("--offline", action="store_true", help="only use an already downloaded checkpoint")
-    p.add_argument("--device", default="cuda", help="cuda (default), or cpu to run Triton's interpreter (tiny models only)")
+    p.add_argument(
+        "--device", default="cuda", help="cuda (default), or cpu to run Triton's interpreter (tiny models only)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
     return p
 
 
-class Printer:
-    """Prints session events: reasoning and tool traffic dimmed and labelled, the answer plain."""
-
-    def __init__(self, out: TextIO, color: bool, show_browser_results: bool = False):
-        self.out = out
-        self.color = color
-        self.show_browser_results = show_browser_results
-        self.line_start = True
-
-    def show(self, event) -> None:
-        match event:
-            case MessageStart(channel=channel, recipient=recipient):
-                self._break()
-                if recipient is not None:
-                    self._write(f"[tool call {recipient}] ", dim=True)
-                elif channel == "analysis":
-                    self._write("[thinking] ", dim=True)
-            case TextDelta(channel=channel, recipient=recipient, text=text):
-                self._write(text, dim=recipient is not None or channel == "analysis")
-            case MessageDone():
-                self._break()
-            case ToolResult(recipient=recipient, output=output):
-                self._break()
-                self._write(f"[{recipient} result] {self._shorten(recipient, output)}", dim=True)
-                self._break()
-            case FormatError(error=error):
-                self.notice(f"the model's output is not valid harmony ({error}); showing it raw")
-            case RawText(text=text):
-                self._write(text)
-            case Notice(text=text):
-                self.notice(text)
-
-    def notice(self, text: str) -> None:
-        self._break()
-        self._write(f"[{text}]", dim=True)
-        self._break()
-
-    def end_turn(self) -> None:
-        self._break()
-        self.out.flush()
-
-    def _shorten(self, recipient: str, output: str) -> str:
-        lines = output.splitlines() or [""]
-        if recipient.startswith("browser.") and not self.show_browser_results:
-            return lines[0] + (" (--show-browser-results prints the page)" if len(lines) > 1 else "")
-        if len(lines) > RESULT_LINES:
-            return "\n".join(lines[:RESULT_LINES] + [f"... ({len(lines) - RESULT_LINES} more lines)"])
-        return "\n".join(lines)
-
-    def _write(self, text: str, dim: bool = False) -> None:
-        if not text:
-            return
-        self.out.write(f"{DIM}{text}{RESET}" if dim and self.color else text)
-        self.out.flush()
-        self.line_start = text.endswith("\n")
-
-    def _break(self) -> None:
-        if not self.line_start:
-            self._write("\n")
-
-
-def run_chat(session: ChatSession | RawSession, read_line: Callable[[str], str], printer: Printer) -> int:
-    """The read-answer loop; returns the exit code (0 at end of input, Ctrl-D)."""
-    while True:
-        try:
-            text = read_line(PROMPT)
-        except EOFError:
-            printer.end_turn()
-            return 0
-        except KeyboardInterrupt:  # at the prompt: a fresh line, as shells do
-            printer.out.write("\n")
-            continue
-        if not text.strip():
-            continue
-        try:
-            for event in session.turn(text):
-                printer.show(event)
-        except KeyboardInterrupt:
-            printer.notice("interrupted: this turn was dropped from the history")
-        except ContextError as e:
-            printer.notice(str(e))
-        printer.end_turn()
-
-
-def main(argv: list[str] | None = None, token_source: TokenSource | None = None, read_line: Callable[[str], str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    token_source: TokenSource | None = None,
+    read_line: Callable[[str], str] | None = None,
+) -> int:
     """Run the chat CLI; `token_source` replaces the model and `read_line` the keyboard (tests)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _run(args, argv, token_source, read_line)
     except KeyboardInterrupt:
@@ -220,7 +162,7 @@ def _run(args: argparse.Namespace, argv: list[str], token_source: TokenSource | 
     if args.raw and (args.browser or args.python or args.apply_patch):
         raise ValueError("--raw has no chat format, so it cannot be combined with tools (-b, -p, -a)")
     if token_source is None and args.device.startswith("cpu"):
-        _use_interpreter(argv)
+        _use_interpreter()
     encoding = load_encoding()
     tools = _tools(args)
     if token_source is None:
@@ -240,28 +182,22 @@ def _run(args: argparse.Namespace, argv: list[str], token_source: TokenSource | 
     printer = Printer(sys.stdout, sys.stdout.isatty(), args.show_browser_results)
     mode = "raw completion" if args.raw else f"reasoning {args.reasoning}, tools: {', '.join(tools.names()) or 'none'}"
     print(f"{PROG}: {args.model} ({mode}). Ctrl-C stops an answer, Ctrl-D exits.", flush=True)
-    if read_line is not None:
-        return run_chat(session, read_line, printer)
-    history = _enable_readline() if sys.stdin.isatty() else None
-    try:
+    if read_line is not None or not sys.stdin.isatty():
+        return run_chat(session, read_line or input, printer)
+    with line_editing(HISTORY_FILE.expanduser()):
         return run_chat(session, input, printer)
-    finally:
-        if history is not None:
-            history()
 
 
-def _use_interpreter(argv: list[str]) -> None:
-    """--device cpu needs Triton's interpreter, which Triton enables only if TRITON_INTERPRET=1
-    is set before it is imported. Importing the `tritonllm` package already imports it, so
-    when it is not interpreting, restart this command with the variable set."""
+def _use_interpreter() -> None:
+    """--device cpu needs Triton's interpreter, which Triton turns on (for its own library
+    functions too) only when TRITON_INTERPRET=1 is set before triton is first imported.
+    Nothing this command has imported so far imports triton, so set it here."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    if "triton" in sys.modules:
+        raise RuntimeError("--device cpu: triton was imported before the interpreter could be enabled; "
+                           "set TRITON_INTERPRET=1 in the environment")
     os.environ["TRITON_INTERPRET"] = "1"
-    from tritonllm.runtime.kernel import interpreter_enabled
-
-    if not interpreter_enabled():
-        log.info("restarting with TRITON_INTERPRET=1 for --device cpu")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "tritonllm.chat", *argv])
 
 
 def _tools(args: argparse.Namespace) -> Tools:
@@ -278,38 +214,14 @@ def _tools(args: argparse.Namespace) -> Tools:
 
 
 def _load_model(args: argparse.Namespace):
-    """The LLM for args.model: a checkpoint folder as is, else a download (tritonllm.download)."""
+    """The LLM for args.model: a checkpoint folder, or 20b / 120b downloaded on first use."""
+    from tritonllm.download import resolve_model
     from tritonllm.llm import LLM
 
-    path = Path(args.model).expanduser()
-    if not path.is_dir():
-        from tritonllm.download import resolve_model
-
-        path = resolve_model(args.model, source=args.source, cache_dir=args.cache_dir, offline=args.offline, progress=True)
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else None
+    path = resolve_model(args.model, source=args.source, cache_dir=cache_dir, offline=args.offline, progress=True)
     log.info("loading %s on %s", path, args.device)
     return LLM(path, device=args.device, context_length=args.context)
-
-
-def _enable_readline() -> Callable[[], None] | None:
-    """Line editing and a persistent history for input(); returns the function saving the history."""
-    try:
-        import readline
-    except ImportError:  # not on every platform; input() still works
-        return None
-    path = HISTORY_FILE.expanduser()
-    try:
-        readline.read_history_file(path)
-    except OSError:
-        pass  # no history yet
-    readline.set_history_length(HISTORY_LENGTH)
-
-    def save() -> None:
-        try:
-            readline.write_history_file(path)
-        except OSError as e:
-            log.warning("could not save the input history to %s: %s", path, e)
-
-    return save
 
 
 if __name__ == "__main__":

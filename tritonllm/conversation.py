@@ -24,8 +24,8 @@ History rules (also documented in the CLI's --help):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from openai_harmony import HarmonyEncoding, Message, Role
 
@@ -166,14 +166,17 @@ class ChatSession:
         try:
             yield from self._answer(user)
         except BaseException:
-            del self.history[self._index(user):]
+            del self.history[self._index(user) :]
             raise
 
     def _answer(self, user: Message) -> Iterator[Event | ToolResult | Notice]:
         used = 0
         while True:
-            prompt = yield from self._fit(user)
             budget = None if self.max_tokens is None else self.max_tokens - used
+            if budget == 0:  # spent on tool calls
+                yield Notice(self._cut_off_reason(used, 0))
+                return
+            prompt = yield from self._fit(user)
             decoder = StreamDecoder(self.encoding)
             stopped = False
             for token in _drain(self.source(prompt, self.stop), budget, set(self.stop)):
@@ -236,7 +239,9 @@ class RawSession:
     harmony can be typed by hand.
     """
 
-    def __init__(self, encoding: HarmonyEncoding, source: TokenSource, context_length: int, max_tokens: int | None = None):
+    def __init__(
+        self, encoding: HarmonyEncoding, source: TokenSource, context_length: int, max_tokens: int | None = None
+    ):
         self.encoding = encoding
         self.source = source
         self.context_length = context_length

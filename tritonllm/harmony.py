@@ -44,6 +44,9 @@ DEFAULT_IDENTITY = "You are ChatGPT, a large language model trained by OpenAI."
 KNOWLEDGE_CUTOFF = "2024-06"
 REASONING_EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
 ENCODING_FILE = "o200k_base.tiktoken"
+# Real headers ("<|start|>assistant<|channel|>commentary to=functions.x <|constrain|>json") take
+# about 20 tokens; past this many the output is taken as broken.
+MAX_HEADER_TOKENS = 128
 # A UTF-8 character has at most 4 bytes and every token at least 1, so a character split
 # across tokens is complete after at most 4 of them.
 _MAX_SPLIT_TOKENS = 4
@@ -63,10 +66,10 @@ def load_encoding() -> HarmonyEncoding:
         return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
     except HarmonyError as e:
         raise EncodingUnavailable(
-            f"cannot load the harmony tokenizer vocabulary ({e}). Fix one of: set the environment "
+            f"cannot load the harmony tokenizer vocabulary ({e}). Either set the environment "
             f"variable TIKTOKEN_ENCODINGS_BASE to a folder holding {ENCODING_FILE}; or build that "
             "file offline with `pip install quicktok-v1 && python tools/make_encoding.py DIR` and set "
-            "TIKTOKEN_ENCODINGS_BASE=DIR; or run once with internet access so it can be downloaded"
+            "TIKTOKEN_ENCODINGS_BASE=DIR; or run once with internet access so openai_harmony can download it"
         ) from None
 
 
@@ -241,8 +244,9 @@ class StreamDecoder:
     """Reads an assistant reply token by token (`feed`) and reports events.
 
     Completed messages collect in `messages`, ready to append to the conversation. If the
-    output breaks the format (a random model, a broken reply), `error` is set, one
-    FormatError is reported and the rest is passed on as RawText and kept out of `messages`.
+    output breaks the format (a random model, a broken reply, a header that never ends),
+    `error` is set, one FormatError is reported, and the output from the broken message's
+    header on is passed on as RawText and kept out of `messages`.
     """
 
     encoding: HarmonyEncoding
@@ -252,24 +256,28 @@ class StreamDecoder:
     def __post_init__(self):
         self._parser = StreamableParser(self.encoding, Role.ASSISTANT)
         self._in_content = False
+        self._header: list[int] = []  # tokens since the last message text: shown raw if the format breaks
         self._raw: TextStream | None = None
 
     def feed(self, token: int) -> list[Event]:
         if self._raw is not None:
-            return self._raw_events(token)
+            return self._raw_events([token])
         parser = self._parser
         try:
             parser.process(token)
         except HarmonyError as e:
-            self.error = str(e)
-            self._raw = TextStream(self.encoding)
-            return [FormatError(self.error), *self._raw_events(token)]
+            return self._break(str(e), [*self._header, token])
         events: list[Event] = []
         in_content = parser.state == StreamState.CONTENT
-        if in_content and not self._in_content:
+        if in_content and not self._in_content:  # the header is complete
+            self._header.clear()
             events.append(MessageStart(parser.current_channel, parser.current_recipient, parser.current_content_type))
-        elif self._in_content and not in_content:
+        elif self._in_content and not in_content:  # the message ended
             events.extend(self._collect())
+        elif not in_content:
+            self._header.append(token)
+            if len(self._header) > MAX_HEADER_TOKENS:  # else a broken model streams on unseen
+                return self._break(f"a message header longer than {MAX_HEADER_TOKENS} tokens", self._header)
         self._in_content = in_content
         delta = parser.last_content_delta
         if in_content and delta:
@@ -291,12 +299,17 @@ class StreamDecoder:
         return self._collect()
 
     def _collect(self) -> list[Event]:
-        new = self._parser.messages[len(self.messages):]
+        new = self._parser.messages[len(self.messages) :]
         self.messages.extend(new)
         return [MessageDone(m) for m in new]
 
-    def _raw_events(self, token: int) -> list[Event]:
-        text = self._raw.feed(token)
+    def _break(self, error: str, tokens: list[int]) -> list[Event]:
+        self.error = error
+        self._raw = TextStream(self.encoding)
+        return [FormatError(error), *self._raw_events(tokens)]
+
+    def _raw_events(self, tokens: list[int]) -> list[Event]:
+        text = "".join(self._raw.feed(token) for token in tokens)
         return [RawText(text)] if text else []
 
 

@@ -161,3 +161,37 @@ def test_each_run_gets_a_fresh_temporary_cwd_that_is_removed(tool):
         assert Path(cwd).parent == Path(tempfile.gettempdir())
         assert Path(cwd) != Path(os.getcwd())
         assert not os.path.exists(cwd)
+
+
+def test_interrupt_kills_the_script(tmp_path, monkeypatch):
+    """Ctrl-C in the chat while the tool runs must not leave the script running."""
+    import os
+    import time
+
+    from tritonllm.tools import python_sandbox
+
+    pid_file = tmp_path / "pid"
+    code = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    real_collect = python_sandbox.PythonTool._collect
+
+    def interrupted(proc, selector, output, deadline):
+        while not pid_file.exists():
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(python_sandbox.PythonTool, "_collect", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        python_sandbox.PythonTool(timeout_s=30).run(code)
+    monkeypatch.setattr(python_sandbox.PythonTool, "_collect", real_collect)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"script process {pid} still running after the interrupt")

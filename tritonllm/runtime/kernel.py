@@ -22,9 +22,13 @@ class InterpreterNotEnabled(RuntimeError):
     pass
 
 
+def _probe():
+    pass
+
+
 def interpreter_enabled() -> bool:
     """Whether this process's Triton runs kernels under the CPU interpreter."""
-    return isinstance(triton.jit(lambda: None), InterpretedFunction)
+    return isinstance(triton.jit(_probe), InterpretedFunction)
 
 
 class Kernel:

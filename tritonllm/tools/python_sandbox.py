@@ -205,8 +205,10 @@ class PythonTool:
         output = _CappedOutput(self.max_output_chars)
         with proc, selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
-            timed_out = self._collect(proc, selector, output, started + self.timeout_s)
-            _kill_group(proc.pid)
+            try:
+                timed_out = self._collect(proc, selector, output, started + self.timeout_s)
+            finally:  # also on Ctrl-C in the chat: never leave the script's processes behind
+                _kill_group(proc.pid)
             self._drain(proc, selector, output, time.monotonic() + DRAIN_GRACE_S)
             returncode = proc.wait()
         logger.debug(
