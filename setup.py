@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tritonllm", "tritonllm.*", "build_kernels"]),
-    py_modules=["bench_chat", "streamlit_chat"],
+    py_modules=["bench_chat"],
     include_package_data=True,
     install_requires=[
         "torch>=2.4",
