@@ -239,7 +239,7 @@ def test_symlink_escape_is_refused(tool, root, target):
     attempts = [
         patch(f"*** Update File: {path}", "-top secret", "+owned"),
         patch(f"*** Delete File: {path}"),
-        patch(f"*** Update File: notes.txt", f"*** Move to: {path}", "-keep me", "+x"),
+        patch("*** Update File: notes.txt", f"*** Move to: {path}", "-keep me", "+x"),
     ]
     if target == "directory":
         attempts.append(patch("*** Add File: linkdir/new.txt", "+planted"))

@@ -22,7 +22,7 @@ def embedding(tokens: torch.Tensor, table: torch.Tensor, out: torch.Tensor | Non
     """tokens [T] int32/int64, table [V, H] -> out [T, H] float32. Ids must be < V (checked by
     the caller, which holds them on the host)."""
     check(tokens.dim() == 1 and table.dim() == 2 and table.is_contiguous(), "embedding: bad shapes")
-    T, (V, H) = tokens.shape[0], table.shape
+    T, H = tokens.shape[0], table.shape[1]
     if out is None:
         out = torch.empty(T, H, dtype=torch.float32, device=table.device)
     BLOCK_H = 1024

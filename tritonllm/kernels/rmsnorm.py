@@ -5,7 +5,6 @@ The residual adds themselves are fused into the epilogues of the matmuls that pr
 """
 
 import torch
-import triton
 import triton.language as tl
 
 from tritonllm.kernels.common import check, next_pow2
