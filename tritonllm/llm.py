@@ -8,12 +8,15 @@ from typing import Iterable, Iterator
 
 import torch
 
+from tritonllm import runtime
 from tritonllm.engine import Engine, SamplingParams
+from tritonllm.env import runtime_config as runtime_config_from_env
 from tritonllm.model.checkpoint import load_checkpoint
 from tritonllm.model.config import preset
 from tritonllm.model.synthetic import synthetic_weights
 from tritonllm.model.weights import Weights
 from tritonllm.runtime.kernel import interpreter_enabled
+from tritonllm.runtime.settings import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +46,28 @@ class LLM:
     """A gpt-oss model ready to run.
 
     checkpoint: a folder in OpenAI's `original/` layout or the Hugging Face layout (or its
-    parent holding `original/`), or already-built `Weights`.
+    parent holding `original/`), or already-built `Weights`. `runtime_config` chooses cubins
+    vs JIT and the JIT backend (default: tritonllm.env.runtime_config(), from the environment).
     """
 
     def __init__(
         self, checkpoint: str | Path | Weights, device: str | torch.device | None = None,
-        context_length: int = 8192, cuda_graph: bool = True,
+        context_length: int = 8192, cuda_graph: bool = True, runtime_config: RuntimeConfig | None = None,
     ):
         if isinstance(checkpoint, Weights):
             weights = checkpoint
         else:
             weights = load_checkpoint(checkpoint, resolve_device(device))
+        self.kernel_plan = runtime.prepare(weights.device, runtime_config or runtime_config_from_env())
         self.config = weights.config
         self.engine = Engine(weights, context_length, cuda_graph)
 
     @classmethod
-    def synthetic(cls, size: str, seed: int = 0, device=None, context_length: int = 8192, cuda_graph: bool = True) -> "LLM":
+    def synthetic(cls, size: str, seed: int = 0, device=None, context_length: int = 8192, cuda_graph: bool = True,
+                  runtime_config: RuntimeConfig | None = None) -> "LLM":
         """Random weights of the published shapes ("20b", "120b", "tiny"), built on the device."""
         weights = synthetic_weights(preset(size), seed, resolve_device(device))
-        return cls(weights, context_length=context_length, cuda_graph=cuda_graph)
+        return cls(weights, context_length=context_length, cuda_graph=cuda_graph, runtime_config=runtime_config)
 
     @property
     def weights(self) -> Weights:

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu
 from tritonllm.runtime.kernel import kernel
 
 LOG2E = math.log2(math.e)
@@ -38,7 +38,7 @@ def _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale
     return m_new, l_i, acc
 
 
-@kernel
+@kernel(dynamic=("T", "pos0"))
 def attention_prefill_kernel(
     q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
     T, pos0, qk_scale, window, NH, KVH,
@@ -103,7 +103,7 @@ def attention_decode_kernel(
     tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
 
 
-@kernel
+@kernel(dynamic=("n_splits",))
 def attention_combine_kernel(
     part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr, n_splits, NH,
     D: tl.constexpr, BH: tl.constexpr,
@@ -149,8 +149,8 @@ def attention_prefill(
     check(pos0 + T <= k_cache.shape[0], f"attention: positions up to {pos0 + T} exceed the cache ({k_cache.shape[0]})")
     if out is None:
         out = torch.empty_like(q)
-    BT = max(1, 64 // G) if q.is_cuda else max(1, 128 // G)
-    BN = 64 if q.is_cuda else 128
+    BT = max(1, 64 // G) if on_gpu(q) else max(1, 128 // G)
+    BN = 64 if on_gpu(q) else 128
     attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
         q, k_cache, v_cache, sinks, out, T, pos0, sm_scale * LOG2E, window, NH, KVH,
         G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), num_warps=4,
@@ -173,18 +173,18 @@ def attention_decode(
     NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
     check(q.shape[0] == 1 and pos.numel() == 1, "attention_decode: one query at a time")
     ctx = k_cache.shape[0]
-    split = decode_split(ctx, not q.is_cuda)
+    split = decode_split(ctx, not on_gpu(q))
     n_splits = triton.cdiv(ctx, split)
     part_m, part_l, part_acc = scratch if scratch is not None else decode_scratch(ctx, NH, D, q.device)
     check(part_m.shape[0] >= n_splits, "attention_decode: scratch too small")
     if out is None:
         out = torch.empty_like(q)
-    BN = 64 if q.is_cuda else 256
+    BN = 64 if on_gpu(q) else 256
     attention_decode_kernel[(KVH, n_splits)](
         q, k_cache, v_cache, pos, part_m, part_l, part_acc, sm_scale * LOG2E, window, NH, KVH,
         G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4,
     )
-    BH = 8 if q.is_cuda else next_pow2(NH)
+    BH = 8 if on_gpu(q) else next_pow2(NH)
     attention_combine_kernel[(triton.cdiv(NH, BH),)](part_m, part_l, part_acc, sinks, out, n_splits, NH, D=D, BH=BH, num_warps=4)
     return out
 

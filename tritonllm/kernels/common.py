@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonllm.runtime.target import CPU, arch_of
+
 
 @triton.jit
 def _split_bf16(x):
@@ -46,7 +48,11 @@ def dot(a, b, acc, F32: tl.constexpr):
 
 def dot_f32(t: torch.Tensor) -> bool:
     """The `F32` flag of `dot` for kernels running on `t`'s device."""
-    return t.device.type == "cpu"
+    return arch_of(t) == CPU
+
+
+def on_gpu(t: torch.Tensor) -> bool:
+    return arch_of(t) != CPU
 
 
 def check(cond: bool, message: str) -> None:

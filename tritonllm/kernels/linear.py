@@ -11,10 +11,11 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
 
-@kernel
+@kernel(dynamic=("M",))
 def linear_kernel(
     x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
@@ -69,12 +70,15 @@ def linear_gemv_kernel(
     tl.store(out_ptr + rn, out.to(out_ptr.dtype.element_ty), mask=n_ok)
 
 
-def _blocks(M: int, N: int, K: int, on_cpu: bool) -> tuple[int, int, int, int]:
-    """(BM, BN, BK, num_warps). The interpreter pays per program, so it gets big tiles."""
-    if on_cpu:
+def _blocks(M: int, N: int, K: int, arch: int) -> tuple[int, int, int, int]:
+    """(BM, BN, BK, num_warps). The interpreter pays per program, so it gets big tiles; GPUs
+    with ~100 KB of shared memory per block get tiles whose 3 pipeline stages fit in it."""
+    if arch == CPU:
         return min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
     if M <= 16:
         return 16, 64, 128, 4
+    if small_shared_memory(arch):
+        return 64, 128, 64, 4
     return 128, 128, 64, 8
 
 
@@ -98,13 +102,13 @@ def linear(
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
     if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
-        BN, BK = (16, 256) if x.is_cuda else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
+        BN, BK = (16, 256) if arch_of(x) != CPU else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
         linear_gemv_kernel[(triton.cdiv(N, BN),)](
             x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
             BN=BN, BK=BK, num_warps=4,
         )
         return out
-    BM, BN, BK, warps = _blocks(M, N, K, not x.is_cuda)
+    BM, BN, BK, warps = _blocks(M, N, K, arch_of(x))
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     linear_kernel[grid](
         x, w, bias_arg, res_arg, out, M, N, K,

@@ -23,14 +23,14 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu
 from tritonllm.runtime.kernel import kernel
 
 GEMV_MAX_PAIRS = 8  # up to this many (token, expert) pairs, experts run as matrix-vector products
 SWIGLU_ALPHA = tl.constexpr(1.702)
 
 
-@kernel
+@kernel(dynamic=("T",))
 def topk_softmax_kernel(
     logits_ptr, ids_ptr, gates_ptr, T, E, K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BK: tl.constexpr,
 ):
@@ -55,7 +55,7 @@ def topk_softmax_kernel(
     tl.store(gates_ptr + out, w / tl.sum(w, axis=1)[:, None], mask=mask)
 
 
-@kernel
+@kernel(dynamic=("R", "n_tiles"))
 def moe_align_kernel(
     ids_ptr, sorted_ptr, tile_expert_ptr, R, n_tiles, E,
     BE: tl.constexpr, BR: tl.constexpr, BM: tl.constexpr,
@@ -248,7 +248,7 @@ def topk_softmax(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     T, E = logits.shape
     ids = torch.empty(T, k, dtype=torch.int32, device=logits.device)
     gates = torch.empty(T, k, dtype=torch.float32, device=logits.device)
-    BT = 16 if logits.is_cuda else 256
+    BT = 16 if on_gpu(logits) else 256
     topk_softmax_kernel[(triton.cdiv(T, BT),)](
         logits, ids, gates, T, E, K=k, BT=BT, BE=next_pow2(E), BK=next_pow2(k), num_warps=4,
     )
@@ -302,7 +302,7 @@ def moe_gemv(x, ids, gates, blocks, scales, bias, topk: int, limit: float) -> to
     check(x.shape[1] == K and x.is_contiguous() and x.dtype == torch.float32, "moe_gemv: x must be float32 [*, K]")
     swiglu = topk > 1
     out = torch.empty(R, N // 2 if swiglu else N, dtype=torch.float32, device=x.device)
-    BN = 32 if x.is_cuda else min(256, next_pow2(N))
+    BN = 32 if on_gpu(x) else min(256, next_pow2(N))
     moe_gemv_kernel[(triton.cdiv(N, BN), R)](
         x, ids, gates, blocks, scales, bias, out, N, K, topk, limit,
         SWIGLU=swiglu, BN=BN, BKB=256, num_warps=4,
@@ -317,7 +317,7 @@ def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limi
     check(kblocks * 32 == H and scales.shape == blocks.shape[:3] and bias.shape == (E, two_i), "moe_mlp1: weight shapes")
     I = two_i // 2
     act = torch.empty(T * topk, I, dtype=x.dtype, device=x.device)
-    BN, BK = _mm_blocks(I, H, not x.is_cuda)
+    BN, BK = _mm_blocks(I, H, not on_gpu(x))
     grid = (tile_expert.numel(), triton.cdiv(I, BN))
     moe_mlp1_kernel[grid](
         x, sorted_pairs, tile_expert, blocks, scales, bias, act, H, I, topk, limit,
@@ -332,7 +332,7 @@ def moe_mlp2(act, sorted_pairs, tile_expert, gates, blocks, scales, bias, bm: in
     R, I = act.shape
     check(kblocks * 32 == I and gates.numel() == R and bias.shape == (E, H), "moe_mlp2: weight shapes")
     y = torch.empty(R, H, dtype=torch.float32, device=act.device)
-    BN, BK = _mm_blocks(H, I, not act.is_cuda)
+    BN, BK = _mm_blocks(H, I, not on_gpu(act))
     grid = (tile_expert.numel(), triton.cdiv(H, BN))
     moe_mlp2_kernel[grid](
         act, sorted_pairs, tile_expert, gates, blocks, scales, bias, y, H, I,

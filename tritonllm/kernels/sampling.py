@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check
+from tritonllm.kernels.common import check, on_gpu
 from tritonllm.runtime.kernel import kernel
 
 BISECT_STEPS = tl.constexpr(32)
@@ -85,7 +85,7 @@ def sample(
     if out is None:
         out = torch.empty(1, dtype=torch.int32, device=logits.device)
     greedy = temperature == 0
-    BLOCK = 4096 if logits.is_cuda else 1 << 16
+    BLOCK = 4096 if on_gpu(logits) else 1 << 16
     sample_kernel[(1,)](
         logits, rng, out, logits.numel(), 0.0 if greedy else 1.0 / temperature, top_p,
         GREEDY=greedy, TOP_P=top_p < 1.0, BLOCK=min(BLOCK, triton.next_power_of_2(logits.numel())), num_warps=8,
