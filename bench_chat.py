@@ -138,13 +138,7 @@ def benchmark(args) -> dict:
         llm = LLM(args.checkpoint, device=device, context_length=context)
     cfg = llm.config
     prompt = prompt_tokens(args, cfg.vocab_size)
-    log.info("warm-up (compiles kernels, captures the decode graph)")
-    run_once(llm, prompt, min(args.decode_tokens, 4))
-    runs = []
-    for i in range(args.runs):
-        runs.append(run_once(llm, prompt, args.decode_tokens))
-        log.info("run %d/%d: prefill %.0f tok/s, decode %s tok/s", i + 1, args.runs, runs[-1].prefill_tok_s,
-                 f"{runs[-1].decode_tok_s:.1f}" if runs[-1].decode_tok_s else "-")
+    runs = timed_runs(llm, prompt, args)
     decode = summarize([r.decode_tok_s for r in runs])
     mid_context = len(prompt) + args.decode_tokens // 2
     bound = decode_bound_tok_s(cfg, bandwidth, mid_context) if bandwidth else None
@@ -166,9 +160,41 @@ def benchmark(args) -> dict:
         "kv_gb_per_token": kv_bytes_per_token(cfg, mid_context) / 1e9,
         "decode_bound_tok_s": bound,
         "fraction_of_bound": decode["median"] / bound if bound and decode else None,
-        "kernels": {"jit": len(REGISTRY), "cubin": 0},
+        "kernels": (llm.kernel_plan.summary() if llm.kernel_plan else
+                    f"{len(REGISTRY)} kernels under Triton's interpreter"),
         "cuda_graph": llm.engine.use_graph,
+        "jit_comparison": compare_with_jit(llm, prompt, args) if args.compare else None,
     }
+
+
+def timed_runs(llm, prompt: list[int], args) -> list[Run]:
+    log.info("warm-up (compiles or loads kernels, captures the decode graph)")
+    run_once(llm, prompt, min(args.decode_tokens, 4))
+    runs = []
+    for i in range(args.runs):
+        runs.append(run_once(llm, prompt, args.decode_tokens))
+        log.info("run %d/%d: prefill %.0f tok/s, decode %s tok/s", i + 1, args.runs, runs[-1].prefill_tok_s,
+                 f"{runs[-1].decode_tok_s:.1f}" if runs[-1].decode_tok_s else "-")
+    return runs
+
+
+def compare_with_jit(llm, prompt: list[int], args) -> dict:
+    """The same runs with every kernel JIT-compiled (cubins set aside), in this process."""
+    from tritonllm.runtime import settings
+
+    device = llm.engine.device
+    library = settings.cubin_libraries.get(device.index)
+    settings.cubin_libraries[device.index] = None
+    llm.engine.graph = None  # recapture the decode step with JIT launches
+    t0 = time.perf_counter()
+    try:
+        runs = timed_runs(llm, prompt, args)
+    finally:
+        settings.cubin_libraries[device.index] = library
+        llm.engine.graph = None
+    return {"first_run_incl_compile_s": time.perf_counter() - t0,
+            "prefill_tok_s": summarize([r.prefill_tok_s for r in runs]),
+            "decode_tok_s": summarize([r.decode_tok_s for r in runs])}
 
 
 def print_table(r: dict) -> None:
@@ -187,8 +213,11 @@ def print_table(r: dict) -> None:
          f"{r['kv_gb_per_token']:.3f} GB KV per token at {r['copy_bandwidth_tb_s']:.2f} TB/s)"),
         ("fraction of bound", "-" if r["fraction_of_bound"] is None else f"{r['fraction_of_bound']:.1%}"),
         ("peak GPU memory", "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f} GiB"),
-        ("kernels", f"{r['kernels']['cubin']} from cubins, {r['kernels']['jit']} JIT; CUDA graph: {r['cuda_graph']}"),
+        ("kernels", f"{r['kernels']}; CUDA graph: {r['cuda_graph']}"),
     ]
+    if r["jit_comparison"]:
+        rows.append(("JIT: prefill tok/s", fmt(r["jit_comparison"]["prefill_tok_s"])))
+        rows.append(("JIT: decode tok/s", fmt(r["jit_comparison"]["decode_tok_s"])))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -207,6 +236,7 @@ def parse_args(argv=None):
     p.add_argument("--device", help="cuda (default) or cpu (Triton interpreter; tiny models only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the full report here")
+    p.add_argument("--compare", action="store_true", help="also run every kernel by JIT, side by side")
     args = p.parse_args(argv)
     if bool(args.checkpoint) == bool(args.synthetic):
         p.error("give a checkpoint folder or --synthetic SIZE (one of them)")

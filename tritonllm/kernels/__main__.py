@@ -32,7 +32,7 @@ def main() -> int:
     kernel_plan = None
     if torch.cuda.is_available():
         kernel_plan, _ = plan(torch.device("cuda"), config, load=False)
-        print(kernel_plan.summary(config.jit_backend))
+        print(kernel_plan.summary())
     else:
         print("no GPU: kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1)")
     width = max(len(n) for n in registry)

@@ -26,8 +26,10 @@ class KernelPlan:
     capability: int
     cubin: list[str]
     jit: dict[str, str]  # kernel -> reason
+    backend: str  # the JIT backend
 
-    def summary(self, backend: str) -> str:
+    def summary(self) -> str:
+        backend = self.backend
         where = f"sm{self.arch} cubins" if self.arch else "no cubins"
         reasons = sorted(set(self.jit.values()))
         jit = f"{len(self.jit)} by JIT ({backend}{': ' + '; '.join(reasons) if reasons else ''})"
@@ -50,17 +52,17 @@ def plan(device: torch.device, config: RuntimeConfig, load: bool) -> tuple[Kerne
     registry = _registry()
     capability = arch_of(torch.empty(0, device=device))
     if not config.use_cubins:
-        return KernelPlan(None, capability, [], {n: "TRITONLLM_CUBIN=0" for n in registry}), None
+        return KernelPlan(None, capability, [], {n: "TRITONLLM_CUBIN=0" for n in registry}, config.jit_backend), None
     manifest = read_manifest(config.cubin_dir)
     arch = cubin_arch_for(capability, tuple(int(a) for a in manifest["archs"])) if manifest else None
     if arch is None:
         why = "no cubins built" if manifest is None else f"no cubins for sm{capability}"
-        return KernelPlan(None, capability, [], {n: why for n in registry}), None
+        return KernelPlan(None, capability, [], {n: why for n in registry}, config.jit_backend), None
     if load:
         library, reasons = load_library(config.cubin_dir, arch, registry, device.index or 0)
     else:
         library, reasons = CubinLibrary(arch, device.index or 0), usable_entries(manifest, arch, registry)[1]
-    return KernelPlan(arch, capability, sorted(set(registry) - set(reasons)), reasons), library
+    return KernelPlan(arch, capability, sorted(set(registry) - set(reasons)), reasons, config.jit_backend), library
 
 
 def prepare(device: torch.device, config: RuntimeConfig | None = None) -> KernelPlan | None:
@@ -71,5 +73,5 @@ def prepare(device: torch.device, config: RuntimeConfig | None = None) -> Kernel
     device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
     kernel_plan, library = plan(device, settings.current, load=True)
     settings.cubin_libraries[device.index] = library
-    log.info(kernel_plan.summary(settings.current.jit_backend))
+    log.info(kernel_plan.summary())
     return kernel_plan
