@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tritonllm", "tritonllm.*", "build_kernels"]),
-    py_modules=["bench_chat"],
+    py_modules=["bench_chat", "streamlit_chat"],
     include_package_data=True,
     install_requires=[
         "torch>=2.4",
@@ -22,10 +22,10 @@ setup(
         "modelscope",
     ],
     extras_require={
-        "runner": ["triton_runner"],
+        "runner": ["triton_runner", "termcolor"],
         "server": ["fastapi", "uvicorn", "openai"],
         "ui": ["streamlit", "openai"],
-        "test": ["pytest", "pytest-timeout", "safetensors", "quicktok-v1"],
+        "test": ["pytest", "pytest-timeout", "safetensors", "quicktok-v1", "playwright"],
     },
     entry_points={"console_scripts": ["tritonllm=tritonllm.chat:main"]},
 )

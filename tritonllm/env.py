@@ -1,8 +1,9 @@
-"""The environment variables TritonLLM reads, in one place. Entry points call these; nothing
-else in the package reads os.environ.
+"""The kernel runtime's environment variables, read in one place by the entry points.
 
 - TRITONLLM_JIT_BACKEND: `triton` (default) or `triton_runner`, for kernels without a cubin.
 - TRITONLLM_CUBIN: `1` (default) uses the precompiled cubins in cubins/; `0` JIT-compiles all.
+The chat, server and UI entry points read their own few variables (API keys, URLs) at start;
+nothing below the entry points reads the environment.
 """
 
 from __future__ import annotations
