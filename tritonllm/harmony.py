@@ -162,6 +162,27 @@ def tool_result_message(call: Message, output: str) -> Message:
     return message.with_channel(call.channel) if call.channel else message
 
 
+def assistant_message(text: str, channel: str = "final") -> Message:
+    """An earlier assistant message that an API client sends back: its answer (`final`),
+    a preamble (`commentary`) or its reasoning (`analysis`)."""
+    return Message.from_role_and_content(Role.ASSISTANT, text).with_channel(channel)
+
+
+def function_call_message(name: str, arguments: str) -> Message:
+    """An earlier call of the developer function `name` with JSON `arguments`, laid out as
+    gpt-oss writes one (commentary channel, `<|constrain|>json`)."""
+    return (
+        assistant_message(arguments, "commentary")
+        .with_recipient(f"functions.{name}")
+        .with_content_type("<|constrain|>json")
+    )
+
+
+def function_result_message(name: str, output: str) -> Message:
+    """What the developer function `name` returned, as the API client reports it."""
+    return tool_result_message(function_call_message(name, ""), output)
+
+
 def message_text(message: Message) -> str:
     """The text of a message (its text parts joined)."""
     return "".join(part.text for part in message.content if isinstance(part, TextContent))
