@@ -102,7 +102,8 @@ def linear(
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
     if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
-        BN, BK = (16, 256) if arch_of(x) != CPU else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
+        # GPU: the best of a sweep on the H100 (docs/results/sweep_gemv.json), 1.4-3.0 TB/s
+        BN, BK = (8, 512) if arch_of(x) != CPU else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
         linear_gemv_kernel[(triton.cdiv(N, BN),)](
             x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
             BN=BN, BK=BK, num_warps=4,
