@@ -12,6 +12,7 @@ setup(
     packages=find_packages(include=["tritonllm", "tritonllm.*", "build_kernels"]),
     py_modules=["bench_chat", "streamlit_chat"],
     include_package_data=True,
+    package_data={"tritonllm.kernels": ["tuning.json"]},
     install_requires=[
         "torch>=2.4",
         "triton>=3.4",

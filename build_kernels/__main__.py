@@ -3,6 +3,7 @@
     python -m build_kernels                  # all architectures, all kernels -> cubins/
     python -m build_kernels --arch 90 --kernel linear_kernel
     python -m build_kernels --check          # is cubins/ up to date with the sources? (no compiling)
+    python -m build_kernels --tune           # on a GPU: measure tiles, record winners for its arch
 
 Writes cubins/sm<arch>/<kernel>-<id>.cubin and cubins/manifest.json (Triton version, source
 hash per kernel, and per architecture each binary's specialization key and launch metadata).
@@ -134,7 +135,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_CUBIN_DIR, help="cubin folder (default: cubins/)")
     p.add_argument("--jobs", type=int, default=2, help="parallel compiler processes")
     p.add_argument("--check", action="store_true", help="report whether the cubins are up to date; build nothing")
+    p.add_argument("--tune", type=Path, metavar="REPORT.json", nargs="?", const=Path("tuning-report.json"),
+                   help="on a GPU: measure the tuned kernels' tiles, record the winners in "
+                        "tritonllm/kernels/tuning.json, write every measurement to REPORT.json")
     args = p.parse_args(argv)
+    if args.tune:
+        from build_kernels.tune import tune
+
+        args.tune.write_text(json.dumps(tune(), indent=1) + "\n")
+        print(f"measurements in {args.tune}; now rebuild: python -m build_kernels")
+        return 0
     if args.check:
         problems = check(args.out)
         for problem in problems:

@@ -155,3 +155,11 @@ def test_kernels_listing_command():
     for name in _registry():
         assert name in out
     assert "sm90:" in out and "tritonllm/kernels/moe.py" in out
+
+
+def test_tuned_configurations_are_per_architecture():
+    from tritonllm.kernels import tuning
+
+    measured = json.loads(tuning.TUNING_FILE.read_text())["90"]
+    assert tuning.config("moe_gemv", 90) == {k: measured["moe_gemv"][k] for k in tuning.DEFAULTS["moe_gemv"]}
+    assert tuning.config("linear_gemv", 86) == tuning.DEFAULTS["linear_gemv"]  # not measured: the rule

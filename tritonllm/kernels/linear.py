@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonllm.kernels import tuning
 from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
@@ -102,11 +103,11 @@ def linear(
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
     if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
-        # GPU: the best of a sweep on the H100 (docs/results/sweep_gemv.json), 1.4-3.0 TB/s
-        BN, BK = (8, 512) if arch_of(x) != CPU else (min(4096, next_pow2(N)), min(256, next_pow2(K)))
-        linear_gemv_kernel[(triton.cdiv(N, BN),)](
-            x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-            BN=BN, BK=BK, num_warps=4,
+        arch = arch_of(x)
+        tile = tuning.config("linear_gemv", arch) if arch != CPU else {
+            "BN": min(4096, next_pow2(N)), "BK": min(256, next_pow2(K)), "num_warps": 4}
+        linear_gemv_kernel[(triton.cdiv(N, tile["BN"]),)](
+            x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None, **tile,
         )
         return out
     BM, BN, BK, warps = _blocks(M, N, K, arch_of(x))

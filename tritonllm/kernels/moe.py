@@ -23,7 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonllm.kernels import tuning
 from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu
+from tritonllm.runtime.target import CPU, arch_of
 from tritonllm.runtime.kernel import kernel
 
 GEMV_MAX_PAIRS = 8  # up to this many (token, expert) pairs, experts run as matrix-vector products
@@ -302,10 +304,10 @@ def moe_gemv(x, ids, gates, blocks, scales, bias, topk: int, limit: float) -> to
     check(x.shape[1] == K and x.is_contiguous() and x.dtype == torch.float32, "moe_gemv: x must be float32 [*, K]")
     swiglu = topk > 1
     out = torch.empty(R, N // 2 if swiglu else N, dtype=torch.float32, device=x.device)
-    BN = 8 if on_gpu(x) else min(256, next_pow2(N))  # GPU: best of a sweep on the H100 (docs/results)
-    moe_gemv_kernel[(triton.cdiv(N, BN), R)](
-        x, ids, gates, blocks, scales, bias, out, N, K, topk, limit,
-        SWIGLU=swiglu, BN=BN, BKB=256, num_warps=4,
+    arch = arch_of(x)
+    tile = tuning.config("moe_gemv", arch) if arch != CPU else {"BN": min(256, next_pow2(N)), "BKB": 256, "num_warps": 4}
+    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), R)](
+        x, ids, gates, blocks, scales, bias, out, N, K, topk, limit, SWIGLU=swiglu, **tile,
     )
     return out
 
