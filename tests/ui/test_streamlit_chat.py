@@ -216,3 +216,77 @@ def test_server_down_is_reported(page):
     alert = page.get_by_text("Cannot reach the server")
     alert.wait_for(timeout=30_000)
     assert "python -m tritonllm.serve" in alert.inner_text()
+
+
+# A scripted model stands in where the CPU interpreter is too slow for a tool-using exchange:
+# the real server (in this process), the real python tool, streamlit and Chromium.
+THOUGHT = "The user wants 6 times 7; I will compute it with python."
+ANSWER = "Six times seven is 42, computed by the python tool just now, as you can see above."
+
+
+def _scripted_reply(prompt: str) -> str:
+    from tests.serve.helpers import analysis_then_final
+
+    if prompt.count("<|start|>user") > 1:  # the second turn
+        return analysis_then_final("They thank me.", "You are welcome: it was 42.")
+    if "<|start|>python to=assistant" in prompt:  # the tool's result is in: answer
+        return analysis_then_final("The tool printed 42.", ANSWER)
+    return f"<|channel|>analysis<|message|>{THOUGHT}<|end|><|start|>assistant<|channel|>analysis to=python code<|message|>print(6 * 7)<|call|>"
+
+
+@pytest.fixture(scope="module")
+def scripted_server(encoding):
+    from tests.serve.helpers import LiveServer, Script
+    from tritonllm.serve import Backend, ServerConfig
+    from tritonllm.tools.python_sandbox import PythonTool
+
+    script = Script(encoding, _scripted_reply, delay=0.15)  # ~7 tokens a second: visibly streamed
+    server = LiveServer(Backend(lambda: script.factory), ServerConfig(
+        encoding=encoding, model_name="scripted", builtin_tools={"python": PythonTool}))
+    server.start()
+    server.wait_ready()
+    yield server, script
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted_app_url(tmp_path_factory, scripted_server):
+    server, _ = scripted_server
+    folder = tmp_path_factory.mktemp("streamlit-scripted")
+    port = free_port()
+    env = {**os.environ, "TRITONLLM_SERVER_URL": f"{server.url}/v1"}
+    args = ["-m", "streamlit", "run", "streamlit_chat.py", "--server.headless", "true"]
+    args += ["--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    proc = start(args, folder / "streamlit.log", env)
+    try:
+        wait_until_up(proc, f"http://127.0.0.1:{port}/_stcore/health", folder / "streamlit.log", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def test_a_streamed_multi_turn_tool_using_conversation(browser, scripted_server, scripted_app_url):
+    _, script = scripted_server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(scripted_app_url)
+        page.get_by_placeholder("Message gpt-oss").wait_for(timeout=30_000)
+        page.get_by_text("Python tool").click()
+        send(page, "What is 6*7?")
+        # Streamed: the answer's first words are on the page before its last ones have come.
+        page.get_by_text("Six times seven", exact=False).wait_for(timeout=60_000)
+        assert "as you can see above" not in answers(page)[-1]
+        page.get_by_text(FINISHED).wait_for(timeout=60_000)
+        assert ANSWER in answers(page)[-1]
+        # The reasoning section (collapsed once the answer is in) holds the thought and the tool call.
+        page.get_by_text("print(6 * 7)").first.wait_for(state="attached", timeout=10_000)
+        assert THOUGHT in page.content()
+        send(page, "Thanks!")  # the second turn continues the first (previous_response_id)
+        page.get_by_text("You are welcome: it was 42.").wait_for(timeout=60_000)
+        assert ANSWER in script.prompts[-1] and "What is 6*7?" in script.prompts[-1]
+        assert "<|start|>python to=assistant" in script.prompts[1]  # the tool's output went back to the model
+        assert "42" in script.prompts[1].split("<|start|>python to=assistant")[1]
+        assert page.locator(ALERTS).count() == 0
+        page.screenshot(path=str(SCREENSHOT.with_name("streamlit_chat_tools.png")))
+    finally:
+        page.close()
