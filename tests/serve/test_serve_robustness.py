@@ -231,3 +231,12 @@ def test_a_model_failure_mid_stream_is_reported_and_the_next_request_served(serv
         list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "explode"}],
                                             stream=True))
     assert client.responses.create(model="tiny", input="calm").output_text == "fine"
+
+
+def test_an_oversize_body_gets_413_and_the_server_goes_on(server):
+    from tritonllm.serve.middleware import MAX_BODY_BYTES
+
+    huge = b'{"model": "tiny", "input": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    status, _, answer = raw(server, "POST", "/v1/responses", huge)
+    assert status == 413 and assert_error(answer)["code"] == "request_too_large"
+    assert server.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])

@@ -15,6 +15,7 @@ import time
 from tritonllm.serve.errors import APIError
 
 log = logging.getLogger("tritonllm.serve.access")
+MAX_BODY_BYTES = 16 << 20  # far above any prompt the context holds; keeps a huge body out of memory
 
 
 class Guard:
@@ -34,11 +35,24 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        received = 0
+
+        async def limited_receive():
+            # Bodies without a Content-Length (chunked) are cut off at the limit: the app sees
+            # a disconnect instead of more bytes.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    return {"type": "http.disconnect"}
+            return message
+
         try:
-            denied = self._denied(scope)
+            denied = self._denied(scope) or self._too_large(scope)
             if denied is not None:
                 return await denied.response()(scope, receive, send_and_note)
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, limited_receive, send_and_note)
         finally:
             turn = scope.get("state", {}).get("turn")  # set by the generation endpoints
             log.info(
@@ -47,6 +61,14 @@ class Guard:
                 turn.usage.input_tokens if turn else "-", turn.usage.output_tokens if turn else "-",
                 (turn.finish or "unfinished") if turn else "-",
             )
+
+    @staticmethod
+    def _too_large(scope) -> APIError | None:
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return APIError(413, f"The request body has {int(length)} bytes; the limit is {MAX_BODY_BYTES}.",
+                            code="request_too_large")
+        return None
 
     def _denied(self, scope) -> APIError | None:
         if self.api_key is None or not scope["path"].startswith("/v1/"):
