@@ -66,7 +66,7 @@ class Kernel:
             if backend == "triton":
                 self._jit[backend] = self.triton
             else:
-                import triton_runner  # checked by settings.validate at start-up
+                import triton_runner  # its presence is checked when the RuntimeConfig is made
 
                 self._jit[backend] = triton_runner.jit(self.fn, do_not_specialize=self.dynamic)
         return self._jit[backend]
