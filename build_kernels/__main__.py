@@ -28,7 +28,7 @@ from tritonllm.runtime.cubin import MANIFEST, compile_spec, key_to_json
 from tritonllm.runtime.settings import DEFAULT_CUBIN_DIR
 from tritonllm.runtime.target import ARCHS, MAX_SHARED
 
-_jobs: list = []  # (arch, kernel, args, kwargs), inherited by forked workers
+_jobs: list = []  # (arch, kernel, key, args, kwargs), inherited by forked workers
 
 
 def _entry_id(kernel, key) -> str:
@@ -37,7 +37,7 @@ def _entry_id(kernel, key) -> str:
 
 
 def _compile(index: int) -> tuple[bytes, dict]:
-    arch, kernel, args, kwargs = _jobs[index]
+    arch, kernel, _, args, kwargs = _jobs[index]
     compiled = compile_spec(kernel, arch, args, kwargs)
     m = compiled.metadata
     if m.shared > MAX_SHARED[arch]:
@@ -90,7 +90,7 @@ def build(cubin_dir: Path, archs, kernels, jobs: int) -> None:
     _jobs.clear()
     for arch in archs:
         for (name, key), (kernel, args, kwargs) in sorted(todo[arch].items(), key=lambda kv: _entry_id(kv[1][0], kv[0][1])):
-            _jobs.append((arch, kernel, args, kwargs))
+            _jobs.append((arch, kernel, key, args, kwargs))
     print(f"compiling {len(_jobs)} kernel specializations for {', '.join(f'sm{a}' for a in archs)}", flush=True)
     start = time.time()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -106,8 +106,7 @@ def build(cubin_dir: Path, archs, kernels, jobs: int) -> None:
         keep = [e for e in archs_out.get(str(arch), []) if kernels and e["kernel"] not in kernels]
         archs_out[str(arch)] = keep
         (cubin_dir / f"sm{arch}").mkdir(parents=True, exist_ok=True)
-    for (arch, kernel, args, kwargs), (image, meta) in zip(_jobs, results):
-        key = next(k for (n, k), v in todo[arch].items() if v[1] is args and n == kernel.name)
+    for (arch, kernel, key, _, _), (image, meta) in zip(_jobs, results):
         file = f"sm{arch}/{kernel.name}-{_entry_id(kernel, key)}.cubin"
         (cubin_dir / file).write_bytes(image)
         archs_out[str(arch)].append({"kernel": kernel.name, "key": key_to_json(key), "file": file, **meta,

@@ -8,6 +8,7 @@ so tests see exactly what the server sent to "the model" and whether it stopped 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -31,6 +32,15 @@ def analysis_then_final(thought: str, answer: str) -> str:
 
 def function_call(name: str, arguments: str) -> str:
     return f"<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>{arguments}<|call|>"
+
+
+def weather_model(prompt: str) -> str:
+    """Reasons, calls get_weather for the user's city, then answers from the function's result."""
+    marker = "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"
+    if marker in prompt:
+        return final(f"It is {prompt.rsplit(marker, 1)[1].split('<|end|>')[0]}.")
+    return ("<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant"
+            + function_call("get_weather", json.dumps({"city": last_user(prompt)})))
 
 
 def last_user(prompt: str) -> str:

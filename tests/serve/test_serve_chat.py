@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.serve.helpers import Script, analysis_then_final, final, function_call, last_user, wait_for
+from tests.serve.helpers import Script, analysis_then_final, final, last_user, weather_model, wait_for
 from tritonllm.serve import Sampling
 from tritonllm.serve.stop_text import StopText
 
@@ -19,15 +19,6 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-def weather_model(prompt: str) -> str:
-    """Reasons, calls get_weather for the user's city, then answers from its result."""
-    marker = "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"
-    if marker in prompt:
-        return final(f"It is {prompt.rsplit(marker, 1)[1].split('<|end|>')[0]}.")
-    return ("<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant"
-            + function_call("get_weather", json.dumps({"city": last_user(prompt)})))
 
 
 def test_completion_with_reasoning_content_and_sampling(serve, encoding):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.serve.helpers import Script, analysis_then_final, final, function_call, last_user
+from tests.serve.helpers import Script, analysis_then_final, final, last_user, weather_model
 
 pytest_plugins = ["tests.conftest_harmony"]
 
@@ -15,15 +15,6 @@ WEATHER = {
     "description": "The current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-def weather_model(prompt: str) -> str:
-    """Calls get_weather for the user's question, then answers from its result."""
-    marker = "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"
-    if marker in prompt:
-        return final(f"It is {prompt.rsplit(marker, 1)[1].split('<|end|>')[0]}.")
-    return ("<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant"
-            + function_call("get_weather", json.dumps({"city": last_user(prompt)})))
 
 
 @pytest.fixture
