@@ -151,3 +151,14 @@ def test_make_checkpoint_script_writes_a_loadable_checkpoint(tmp_path):
     weights = load_checkpoint(out, torch.device("cpu"), progress=False)
     assert weights.config.vocab_size == 1000 and weights.embedding.shape == (1000, 64)
     assert torch.equal(weights.embedding, random_tensor("embedding.weight", weights.config, 3))
+
+
+def test_out_of_range_mxfp4_scale(broken):
+    """A scale byte past 2^113 (no real weight) is named, not computed with as inf."""
+    path = broken / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    start, _ = json.loads(raw[8 : 8 + n])["block.2.mlp.mlp2_weight.scales"]["data_offsets"]
+    raw[8 + n + start + 5] = 250
+    path.write_bytes(bytes(raw))
+    _expect(broken, "block.2.mlp2_scales", "scale exponent 123 is out of range")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from tritonllm.model.config import ModelConfig
+from tritonllm.model.safetensors_io import CheckpointError
 
 BF16, U8 = torch.bfloat16, torch.uint8
 
@@ -196,11 +197,25 @@ def device_dtype(target: str) -> torch.dtype:
     return (_LAYER_FIELDS.get(key) or _GLOBAL_FIELDS[key])[1]
 
 
+MAX_SCALE_CODE = 240  # E8M0 2^113: the expert kernels fold a 2^14 into the scale's exponent
+
+
+def _check_scales(scales: torch.Tensor, name: str) -> None:
+    """MXFP4 scales past 2^113 are no real weight (and would overflow the kernels' folded scale)."""
+    if scales.device.type != "meta" and scales.numel() and int(scales.max()) > MAX_SCALE_CODE:
+        raise CheckpointError(
+            f"{name}: MXFP4 scale exponent {int(scales.max()) - 127} is out of range (at most "
+            f"{MAX_SCALE_CODE - 127}); the checkpoint is corrupt"
+        )
+
+
 def assemble(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> Weights:
     """Build `Weights` from canonical-name tensors already on the device, in device dtypes."""
     layers = []
     for i in range(cfg.num_hidden_layers):
         fields = {f: tensors.pop(f"block.{i}.{suffix}") for suffix, (f, _) in _LAYER_FIELDS.items()}
+        for name in ("mlp1_scales", "mlp2_scales"):
+            _check_scales(fields[name], f"block.{i}.{name}")
         layers.append(LayerWeights(**fields))
     return Weights(
         config=cfg,

@@ -1,0 +1,136 @@
+"""Expert kernels on the GPU at gpt-oss-20b shapes: accuracy against a float32 reference and
+time (triton.testing.do_bench, L2 flushed, median) for the grouped prefill matmuls at several
+tiles and for the decode GEMV, each against its own bound.
+
+    PYTHONPATH=. python tools/bench_moe.py --out results.json [--tokens 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from tools.kernel_checks import random_experts, rel_err
+from tritonllm.kernels.moe import (
+    mm_config, moe_align, moe_experts, moe_gemv, moe_gemv_kernel, moe_mlp1, moe_mlp2, split_bf16, swiglu_reference, tile_rows,
+)
+from tritonllm.model.config import preset
+from tritonllm.model.reference import dequantize_mxfp4
+from tritonllm.runtime.target import arch_of
+
+
+def reference(x, ids, gates, w1, w2, limit):
+    """Gate-weighted expert outputs [T*k, H] in float32, one dequantization per expert."""
+    T, k = ids.shape
+    y = torch.empty(T * k, w2[0].shape[1], device=x.device)
+    flat = ids.flatten()
+    for e in flat.unique().tolist():
+        pairs = (flat == e).nonzero().flatten()
+        h = x[pairs // k] @ dequantize_mxfp4(w1[0][e], w1[1][e]).T + w1[2][e].float()
+        out = swiglu_reference(h, limit) @ dequantize_mxfp4(w2[0][e], w2[1][e]).T + w2[2][e].float()
+        y[pairs] = out * gates.flatten()[pairs, None]
+    return y
+
+
+def grouped(cfg, T: int, peak_tflops: float) -> dict:
+    E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
+    x = torch.randn(T, H, device="cuda")
+    logits, ids = torch.topk(torch.randn(T, E, device="cuda"), k)
+    ids, gates = ids.int().contiguous(), torch.softmax(logits, -1).contiguous()
+    w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
+    flops = 2 * T * k * (2 * I * H + H * I)
+    arch = arch_of(x)
+    rows = []
+    for bm in sorted({tile_rows(T * k, E), 128}):
+        sorted_pairs, tile_expert = moe_align(ids, E, bm)
+        parts = split_bf16(x)
+        act = moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, cfg.swiglu_limit, bm)
+        candidates = [None] + [
+            {"BN": bn, "BK": bk, "num_warps": w, "num_stages": s}
+            for bn, bk, w, s in itertools.product((64, 128), (64, 128), (4, 8), (3,))
+        ]
+        for tile in candidates:
+            try:
+                t1 = do_bench(lambda: moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, cfg.swiglu_limit, bm, tile),
+                              return_mode="median")
+                t2 = do_bench(lambda: moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm, tile), return_mode="median")
+            except Exception as exc:  # a tile the compiler or the GPU cannot run
+                rows.append({"BM": bm, "tile": tile, "error": str(exc)[:200]})
+                continue
+            rows.append({"BM": bm, "tile": tile or {"default": mm_config(bm, 2 * I, H, arch)},
+                         "mlp1_ms": t1, "mlp2_ms": t2,
+                         "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
+            print(rows[-1], flush=True)
+    total = do_bench(lambda: moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), return_mode="median")
+    return {"tokens": T, "pairs": T * k, "rel_err": err, "moe_experts_ms": total,
+            "useful_tflops": flops / (total * 1e-3) / 1e12,
+            "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "tiles": rows}
+
+
+def gemv(cfg, bandwidth: float) -> dict:
+    E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
+    x = torch.randn(1, H, device="cuda")
+    ids = torch.randperm(E, device="cuda")[:k].int()[None]
+    gates = torch.softmax(torch.randn(1, k, device="cuda"), -1)
+    w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
+    act = moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit)
+    t1 = do_bench(lambda: moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit), return_mode="median")
+    t2 = do_bench(lambda: moe_gemv(act, ids, gates, *w2, topk=1, limit=cfg.swiglu_limit), return_mode="median")
+    weight_bytes = k * (2 * I * H + H * I) * (0.5 + 1 / 32)  # packed FP4 + one scale byte per 32
+    return {"rel_err": err, "mlp1_ms": t1, "mlp2_ms": t2, "bound_ms": weight_bytes / bandwidth * 1e3,
+            "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}
+
+
+def gemv_sweep(cfg) -> list[dict]:
+    """A few GEMV tiles around the tuned one (python -m build_kernels --tune records winners)."""
+    E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
+    ids = torch.randperm(E, device="cuda")[:k].int()
+    gates = torch.rand(k, device="cuda")
+    rows = []
+    for BN, BKB, warps in itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8)):
+        total = 0.0
+        for N, K, swiglu in ((2 * I, H, True), (H, I, False)):
+            x = torch.randn(1 if swiglu else k, K, device="cuda")
+            blocks, scales, bias = random_experts("cuda", E, N, K)
+            out = torch.empty(k, N // 2 if swiglu else N, device="cuda")
+            run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, BN), k)]
+            total += do_bench(lambda: run(x, ids, gates, blocks, scales, bias, out, N, K, k if swiglu else 1, 7.0,
+                                          SWIGLU=swiglu, BN=BN, BKB=BKB, num_warps=warps), return_mode="median")
+        rows.append({"BN": BN, "BKB": BKB, "num_warps": warps, "total_ms": total})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--parts", default="gemv,sweep,grouped", help="comma-separated: gemv, sweep, grouped")
+    parser.add_argument("--bandwidth", type=float, default=2.95e12, help="copy bandwidth, bytes/s")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 tensor-core peak")
+    args = parser.parse_args()
+    cfg = preset("20b")
+    parts = args.parts.split(",")
+    result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name()}
+    if "gemv" in parts:
+        result["gemv"] = gemv(cfg, args.bandwidth)
+        print(json.dumps(result["gemv"], indent=1), flush=True)
+    if "sweep" in parts:
+        result["gemv_sweep"] = gemv_sweep(cfg)
+    if "grouped" in parts:
+        result["grouped"] = grouped(cfg, args.tokens, args.peak_tflops)
+        print(json.dumps({k: v for k, v in result["grouped"].items() if k != "tiles"}, indent=1))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
