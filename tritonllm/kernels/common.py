@@ -4,6 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import CPU, arch_of
 
 
@@ -44,6 +45,31 @@ def dot(a, b, acc, F32: tl.constexpr):
     else:
         acc = tl.dot(a, b, acc)
     return acc
+
+
+@triton.jit
+def store_split(ptr_hi, ptr_lo, offs, x, mask):
+    """Store float32 x as its bf16 hi + lo parts: the inputs of matmuls that multiply them
+    separately (so the split happens once, not in every program that reads x)."""
+    hi, lo = _split_bf16(x)
+    tl.store(ptr_hi + offs, hi, mask=mask)
+    tl.store(ptr_lo + offs, lo, mask=mask)
+
+
+@kernel(dynamic=("n",))
+def split_bf16_kernel(x_ptr, hi_ptr, lo_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    store_split(hi_ptr, lo_ptr, offs, tl.load(x_ptr + offs, mask=mask, other=0.0), mask)
+
+
+def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 x -> (hi, lo) bf16 with hi + lo = x to 16 mantissa bits (see common.dot)."""
+    check(x.dtype == torch.float32 and x.is_contiguous(), "split_bf16: x must be contiguous float32")
+    hi, lo = torch.empty_like(x, dtype=torch.bfloat16), torch.empty_like(x, dtype=torch.bfloat16)
+    BLOCK = 1024
+    split_bf16_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, hi, lo, x.numel(), BLOCK=BLOCK, num_warps=4)
+    return hi, lo
 
 
 def dot_f32(t: torch.Tensor) -> bool:

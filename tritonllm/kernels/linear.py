@@ -11,31 +11,35 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels import tuning
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, split_bf16
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
 
 @kernel(dynamic=("M",))
 def linear_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
-    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    x_ptr, x_lo_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
+    HAS_LO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
 ):
+    """HAS_LO: x is float32 given as bf16 hi (x_ptr) + lo (x_lo_ptr) parts."""
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     rk = tl.arange(0, BK)
     m_ok, n_ok = rm < M, rn < N
-    x_ptrs = x_ptr + rm[:, None].to(tl.int64) * K + rk[None, :]  # [BM, BK]
+    x_offs = rm[:, None].to(tl.int64) * K + rk[None, :]  # [BM, BK]
     w_ptrs = w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :]  # [BN, BK]
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k in range(0, K, BK):
         k_ok = k + rk < K
-        a = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        a = tl.load(x_ptr + x_offs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        if HAS_LO:
+            a_lo = tl.load(x_lo_ptr + x_offs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = dot(a_lo, tl.trans(b), acc, F32)
         acc = dot(a, tl.trans(b), acc, F32)
-        x_ptrs += BK
+        x_offs += BK
         w_ptrs += BK
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -112,9 +116,11 @@ def linear(
         return out
     BM, BN, BK, warps = _blocks(M, N, K, arch_of(x))
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    # Split float32 x into bf16 hi + lo once, not in each of the N/BN programs that read it.
+    x, x_lo = split_bf16(x) if x.dtype == torch.float32 else (x, None)
     linear_kernel[grid](
-        x, w, bias_arg, res_arg, out, M, N, K,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        x, x if x_lo is None else x_lo, w, bias_arg, res_arg, out, M, N, K,
+        HAS_LO=x_lo is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
         BM=BM, BN=BN, BK=BK, F32=dot_f32(x), num_warps=warps,
     )
     return out

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels import tuning
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu
+from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
@@ -138,21 +138,6 @@ def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok,
     return dot(a_hi, tl.trans(w), acc, F32)
 
 
-@triton.jit
-def _store_split(ptr_hi, ptr_lo, offs, x, mask):
-    """Store float32 x as its bf16 hi + lo parts, the matmul inputs of `_mxfp4_tile_dot`."""
-    hi = x.to(tl.bfloat16)
-    tl.store(ptr_hi + offs, hi, mask=mask)
-    tl.store(ptr_lo + offs, (x - hi.to(tl.float32)).to(tl.bfloat16), mask=mask)
-
-
-@kernel(dynamic=("n",))
-def split_bf16_kernel(x_ptr, hi_ptr, lo_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    _store_split(hi_ptr, lo_ptr, offs, tl.load(x_ptr + offs, mask=mask, other=0.0), mask)
-
-
 @kernel
 def moe_mlp1_kernel(
     x_hi_ptr, x_lo_ptr, sorted_ptr, tile_expert_ptr, blocks_ptr, scales_ptr, bias_ptr, act_hi_ptr, act_lo_ptr,
@@ -181,7 +166,7 @@ def moe_mlp1_kernel(
         act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
         j = pid_n * (BN // 2) + tl.arange(0, BN // 2)
         offs = tl.where(row_ok, pair, 0).to(tl.int64)[:, None] * I + j[None, :]
-        _store_split(act_hi_ptr, act_lo_ptr, offs, act, row_ok[:, None] & (j < I)[None, :])
+        store_split(act_hi_ptr, act_lo_ptr, offs, act, row_ok[:, None] & (j < I)[None, :])
 
 
 @kernel
@@ -325,15 +310,6 @@ def moe_experts(x, ids, gates, w1, w2, limit: float) -> torch.Tensor:
     sorted_pairs, tile_expert = moe_align(ids, E, bm)
     act = moe_mlp1(split_bf16(x), sorted_pairs, tile_expert, *w1, k, limit, bm)
     return moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm)
-
-
-def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 x -> (hi, lo) bf16 with hi + lo = x to 16 mantissa bits (see common.dot)."""
-    check(x.dtype == torch.float32 and x.is_contiguous(), "split_bf16: x must be contiguous float32")
-    hi, lo = torch.empty_like(x, dtype=torch.bfloat16), torch.empty_like(x, dtype=torch.bfloat16)
-    BLOCK = 1024
-    split_bf16_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, hi, lo, x.numel(), BLOCK=BLOCK, num_warps=4)
-    return hi, lo
 
 
 def moe_gemv(x, ids, gates, blocks, scales, bias, topk: int, limit: float) -> torch.Tensor:
