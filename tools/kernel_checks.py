@@ -16,7 +16,7 @@ from tritonllm.kernels.moe import (
     moe_combine, moe_experts, swiglu_reference, topk_softmax,
 )
 from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
-from tritonllm.kernels.rope import rope_qkv, rope_reference
+from tritonllm.kernels.rope import kv_store, rope_qkv, rope_reference
 from tritonllm.model.reference import dequantize_mxfp4
 
 BF16_OUT = 1e-2  # outputs rounded to bf16 (relative rounding 2^-9, plus bf16 intermediates)
@@ -60,43 +60,84 @@ def check_linear(device, M=37, N=300, K=200, bias=True, residual=True, out_dtype
     return _result("linear", shape, out, ref, bound)
 
 
-def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5, ctx=64) -> dict:
+def _rope_inputs(device, T, NH, KVH, D, pos0):
     qkv = torch.randn(T, (NH + 2 * KVH) * D, device=device)
     pos = torch.arange(pos0, pos0 + T, dtype=torch.int32, device=device)
     inv_freq = 1.0 / (150000 ** (torch.arange(0, D, 2, device=device).float() / D))
-    k_cache = torch.randn(ctx, KVH, D, device=device)
-    v_cache = torch.randn(ctx, KVH, D, device=device)
-    q = rope_qkv(qkv, pos, inv_freq, 1.35, k_cache, v_cache, NH)
-    out = torch.cat([q.flatten(1), k_cache[pos0 : pos0 + T].flatten(1), v_cache[pos0 : pos0 + T].flatten(1)], 1)
+    return qkv, pos, inv_freq
+
+
+def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5, rows=0) -> dict:
+    """rows > 0: decode (T = 1) writing into a cache of that many rows, which is checked too."""
+    qkv, pos, inv_freq = _rope_inputs(device, T, NH, KVH, D, pos0)
     q_ref = rope_reference(qkv[:, : NH * D].view(T, NH, D), pos, inv_freq, 1.35)
     k_ref = rope_reference(qkv[:, NH * D : (NH + KVH) * D].view(T, KVH, D), pos, inv_freq, 1.35)
-    ref = torch.cat([q_ref.flatten(1), k_ref.flatten(1), qkv[:, (NH + KVH) * D :].float()], 1)
-    return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0}, out, ref, F32_OUT)
+    v_ref = qkv[:, (NH + KVH) * D :].float().view(T, KVH, D)
+    caches = (torch.randn(rows, KVH, D, device=device), torch.randn(rows, KVH, D, device=device)) if rows else ()
+    refs = [c.clone() for c in caches]
+    for ref, new in zip(refs, (k_ref, v_ref)):
+        ref[pos0 % rows] = new[0]
+    q, k, v = rope_qkv(qkv, pos, inv_freq, 1.35, NH, *caches)
+    out = torch.cat([t.flatten() for t in (q, k, v, *caches)])
+    ref = torch.cat([t.flatten() for t in (q_ref, k_ref, v_ref, *refs)])
+    return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0, "rows": rows}, out, ref, F32_OUT)
 
 
-def _attention_inputs(device, S, NH, KVH, D, ctx):
-    k = torch.randn(ctx, KVH, D, device=device)
-    v = torch.randn(ctx, KVH, D, device=device)
-    sinks = torch.randn(NH, device=device)
-    return k, v, sinks
+def check_kv_store(device, T=50, pos0=20, KVH=2, D=16, rows=8) -> dict:
+    """A chunk at pos0..pos0+T-1 into a cache of `rows` rows: its last `rows` positions land at
+    row p % rows, the other rows keep what they held."""
+    k, v = torch.randn(T, KVH, D, device=device), torch.randn(T, KVH, D, device=device)
+    pos = torch.arange(pos0, pos0 + T, dtype=torch.int32, device=device)
+    k_cache, v_cache = torch.randn(rows, KVH, D, device=device), torch.randn(rows, KVH, D, device=device)
+    refs = (k_cache.clone(), v_cache.clone())
+    kept = torch.arange(max(0, T - rows), T, device=device)
+    for ref, new in zip(refs, (k, v)):
+        ref[(pos0 + kept) % rows] = new[kept]
+    kv_store(k, v, pos, k_cache, v_cache)
+    shape = {"T": T, "pos0": pos0, "KVH": KVH, "D": D, "rows": rows}
+    return _result("kv_store", shape, torch.cat([k_cache, v_cache]), torch.cat(refs), 0.0)
+
+
+def cache_rows(window: int, ctx: int) -> int:
+    """Rows of a layer's KV cache: a sliding window's ring, or the whole context."""
+    return min(window, ctx) if window > 0 else ctx
+
+
+def _ring(history: torch.Tensor, rows: int) -> torch.Tensor:
+    """A cache of `rows` rows after positions 0..S-1 of history [S, KVH, D] were written:
+    the last `rows` positions at row p % rows, rows never written random."""
+    cache = torch.randn(rows, *history.shape[1:], device=history.device)
+    kept = torch.arange(max(0, history.shape[0] - rows), history.shape[0], device=history.device)
+    cache[kept % rows] = history[kept]
+    return cache
+
+
+def _attention_inputs(device, S, NH, KVH, D):
+    """Dense key and value histories [S, KVH, D] and sinks [NH]."""
+    return torch.randn(S, KVH, D, device=device), torch.randn(S, KVH, D, device=device), torch.randn(NH, device=device)
 
 
 def check_attention_prefill(device, T=13, pos0=27, NH=16, KVH=2, D=16, window=8, ctx=64) -> dict:
-    k, v, sinks = _attention_inputs(device, pos0 + T, NH, KVH, D, ctx)
+    """A chunk continuing a cache (a ring of the window's rows for window > 0) that holds 0..pos0-1."""
+    k, v, sinks = _attention_inputs(device, pos0 + T, NH, KVH, D)
+    rows = cache_rows(window, ctx)
     q = torch.randn(T, NH, D, device=device)
-    out = attention_prefill(q, k, v, sinks, pos0, D**-0.5, window)
-    ref = attention_reference(q, k[: pos0 + T], v[: pos0 + T], sinks, pos0, D**-0.5, window)
-    shape = {"T": T, "pos0": pos0, "NH": NH, "KVH": KVH, "D": D, "window": window}
+    k_new, v_new = k[pos0:].contiguous(), v[pos0:].contiguous()
+    out = attention_prefill(q, _ring(k[:pos0], rows), _ring(v[:pos0], rows), k_new, v_new, sinks, pos0, D**-0.5, window)
+    ref = attention_reference(q, k, v, sinks, pos0, D**-0.5, window)
+    shape = {"T": T, "pos0": pos0, "NH": NH, "KVH": KVH, "D": D, "window": window, "rows": rows}
     return _result("attention_prefill", shape, out, ref, F32_OUT)
 
 
 def check_attention_decode(device, pos=39, NH=16, KVH=2, D=16, window=8, ctx=64) -> dict:
-    k, v, sinks = _attention_inputs(device, pos + 1, NH, KVH, D, ctx)
+    """One query at pos over a cache (a ring of the window's rows for window > 0) holding 0..pos."""
+    k, v, sinks = _attention_inputs(device, pos + 1, NH, KVH, D)
+    rows = cache_rows(window, ctx)
     q = torch.randn(1, NH, D, device=device)
     pos_t = torch.tensor([pos], dtype=torch.int32, device=device)
-    out = attention_decode(q, k, v, sinks, pos_t, D**-0.5, window)
-    ref = attention_reference(q, k[: pos + 1], v[: pos + 1], sinks, pos, D**-0.5, window)
-    shape = {"pos": pos, "NH": NH, "KVH": KVH, "D": D, "window": window, "ctx": ctx}
+    out = attention_decode(q, _ring(k, rows), _ring(v, rows), sinks, pos_t, D**-0.5, window)
+    ref = attention_reference(q, k, v, sinks, pos, D**-0.5, window)
+    shape = {"pos": pos, "NH": NH, "KVH": KVH, "D": D, "window": window, "ctx": ctx, "rows": rows}
     return _result("attention_decode", shape, out, ref, F32_OUT)
 
 
@@ -109,21 +150,22 @@ def check_topk_softmax(device, T=9, E=8, K=4) -> dict:
     return _result("topk_softmax", {"T": T, "E": E, "K": K}, gates, torch.softmax(top.values, -1), F32_OUT)
 
 
-def random_experts(device, E, N, K):
-    """Random packed MXFP4 weights [E, N, K/32, 16] + scales around 2^-8, and a bias."""
+def random_experts(device, E, N, K, scale_codes=(118, 121)):
+    """Random packed MXFP4 weights [E, N, K/32, 16] + E8M0 scales in [scale_codes) (default
+    around 2^-8), and a bias."""
     blocks = torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, device=device)
-    scales = torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device=device)
+    scales = torch.randint(*scale_codes, (E, N, K // 32), dtype=torch.uint8, device=device)
     bias = (torch.randn(E, N, device=device) * 0.1).bfloat16()
     return blocks, scales, bias
 
 
-def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0) -> dict:
+def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 121)) -> dict:
     """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine. Up to
     GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
     ids, gates = topk_softmax(torch.randn(T, E, device=device), K)
-    w1 = random_experts(device, E, 2 * I, H)
-    w2 = random_experts(device, E, H, I)
+    w1 = random_experts(device, E, 2 * I, H, scale_codes)
+    w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
     out = moe_combine(moe_experts(x, ids, gates, w1, w2, limit), residual.clone(), K)
 
@@ -143,8 +185,11 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         return [
             check_embedding(device), check_rmsnorm(device), check_linear(device),
             check_linear(device, M=1, bias=False, residual=False, out_dtype=torch.bfloat16, x_dtype=torch.bfloat16),
-            check_rope(device), check_attention_prefill(device), check_attention_prefill(device, window=0, pos0=0, T=40),
-            check_attention_decode(device), check_attention_decode(device, window=0), check_topk_softmax(device),
+            check_rope(device), check_rope(device, T=1, pos0=4000, rows=8), check_kv_store(device),
+            check_attention_prefill(device), check_attention_prefill(device, window=0, pos0=0, T=40),
+            check_attention_prefill(device, T=50, pos0=20, window=8),
+            check_attention_decode(device), check_attention_decode(device, window=0),
+            check_attention_decode(device, pos=4000, window=8), check_topk_softmax(device),
             check_moe(device),
         ]
     return [
@@ -154,8 +199,12 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_linear(device, M=64, N=640, K=2880, out_dtype=torch.bfloat16, x_dtype=torch.bfloat16),
         check_linear(device, M=1, N=2880, K=4096),
         check_linear(device, M=1, N=201088, K=2880, bias=False, residual=False),
-        check_rope(device, T=512, NH=64, KVH=8, D=64, pos0=100, ctx=1024),
+        check_rope(device, T=512, NH=64, KVH=8, D=64, pos0=100),
+        check_rope(device, T=1, NH=64, KVH=8, D=64, pos0=4000, rows=128),
+        check_kv_store(device, T=2048, pos0=300, KVH=8, D=64, rows=128),
+        check_kv_store(device, T=300, pos0=700, KVH=8, D=64, rows=8192),
         check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=128, ctx=1024),
+        check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=0, ctx=1024),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),

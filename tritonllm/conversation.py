@@ -7,8 +7,9 @@ events; tests drive a session with a scripted token source.
 
 Tokens come from a `TokenSource`, `(prompt_tokens, stop_tokens) -> Iterator[int]`, e.g.
 `llm_token_source(...)` around `LLM.generate`. The engine reuses its KV cache for the
-longest prefix the new prompt shares with the tokens it already holds, so the session
-keeps earlier messages unchanged and only appends: each turn prefills just its new part.
+longest prefix the new prompt shares with the tokens it already holds (where its
+sliding-window rings allow: see tritonllm.engine), so the session keeps earlier messages
+unchanged and only appends: each turn prefills just its new part.
 
 History rules (also documented in the CLI's --help):
 * a turn that is interrupted (any exception, Ctrl-C included, or the consumer closing

@@ -5,9 +5,12 @@ On a GPU the whole decode step (all layers and the unembedding) is captured once
 graph and replayed per token; its inputs (token id, position) live in device tensors that
 the graph reads, so the only host sync per token is reading the sampled id.
 
-Invariant: `self.cached` lists exactly the tokens whose keys and values sit in the cache at
-positions 0..len(cached)-1. A new prompt that starts with cached tokens only prefills the
-rest (so a chat's next turn does not recompute the conversation so far).
+Invariant: `self.cached` lists exactly the tokens whose keys and values were written to the
+cache at positions 0..len(cached)-1 (sliding-window layers keep only the last window of them).
+A new prompt that starts with cached tokens only prefills the rest (so a chat's next turn
+does not recompute the conversation so far), unless it drops more than the last cached
+token: the later tokens overwrote ring rows of the window it continues from, so it is
+prefilled in full.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class Engine:
         limit = min(len(self.cached), len(tokens) - 1)  # the last token always runs, for its logits
         while reuse < limit and self.cached[reuse] == tokens[reuse]:
             reuse += 1
+        if not self.cache.can_resume(reuse, len(self.cached)):
+            reuse = 0  # the sliding layers' rings already dropped keys that the new tokens see
         self.cached = self.cached[:reuse]
         logits = self.model.prefill(self._ids(tokens[reuse:]), reuse, self.cache)
         self.cached = list(tokens)

@@ -18,14 +18,28 @@ CASES = [
     ("linear_bf16", kc.check_linear, {"M": 5, "N": 40, "K": 64, "x_dtype": torch.bfloat16, "out_dtype": torch.bfloat16}),
     ("linear_ragged", kc.check_linear, {"M": 70, "N": 19, "K": 300, "residual": False}),
     ("rope", kc.check_rope, {}),
-    ("rope_gqa8_d64", kc.check_rope, {"T": 3, "NH": 16, "KVH": 2, "D": 64, "pos0": 4000, "ctx": 4100}),
+    ("rope_gqa8_d64", kc.check_rope, {"T": 3, "NH": 16, "KVH": 2, "D": 64, "pos0": 4000}),
+    ("rope_decode_into_ring", kc.check_rope, {"T": 1, "pos0": 4000, "rows": 8}),
+    ("rope_decode_into_full_cache", kc.check_rope, {"T": 1, "pos0": 37, "rows": 64}),
+    ("kv_store_chunk_longer_than_ring", kc.check_kv_store, {}),
+    ("kv_store_chunk_shorter_than_ring", kc.check_kv_store, {"T": 3, "pos0": 14, "rows": 8}),
+    ("kv_store_full_cache", kc.check_kv_store, {"T": 13, "pos0": 27, "rows": 64}),
     ("prefill_window", kc.check_attention_prefill, {}),
     ("prefill_full_from_0", kc.check_attention_prefill, {"T": 40, "pos0": 0, "window": 0}),
-    ("prefill_window_long", kc.check_attention_prefill, {"T": 50, "pos0": 0, "window": 8, "ctx": 64}),
+    ("prefill_full_continued", kc.check_attention_prefill, {"T": 13, "pos0": 27, "window": 0}),
+    ("prefill_window_longer_than_ring", kc.check_attention_prefill, {"T": 50, "pos0": 0, "window": 8}),
+    ("prefill_ring_continued_long_chunk", kc.check_attention_prefill, {"T": 50, "pos0": 21, "window": 8}),
+    ("prefill_ring_continued_short_chunk", kc.check_attention_prefill, {"T": 3, "pos0": 21, "window": 8}),
+    ("prefill_ring_before_it_fills", kc.check_attention_prefill, {"T": 4, "pos0": 3, "window": 8}),
+    ("prefill_ring_of_a_short_context", kc.check_attention_prefill, {"T": 2, "pos0": 4, "window": 8, "ctx": 6}),
     ("prefill_one_token", kc.check_attention_prefill, {"T": 1, "pos0": 20, "window": 0}),
+    ("prefill_one_token_ring", kc.check_attention_prefill, {"T": 1, "pos0": 300, "window": 8}),
     ("decode_window", kc.check_attention_decode, {}),
     ("decode_full", kc.check_attention_decode, {"window": 0}),
     ("decode_first_position", kc.check_attention_decode, {"pos": 0, "window": 8}),
+    ("decode_ring_not_yet_full", kc.check_attention_decode, {"pos": 5, "window": 8}),
+    ("decode_far_beyond_the_ring", kc.check_attention_decode, {"pos": 4000, "window": 8, "ctx": 8192}),
+    ("decode_ring_of_a_short_context", kc.check_attention_decode, {"pos": 5, "window": 8, "ctx": 6}),
     ("decode_many_splits", kc.check_attention_decode, {"pos": 4500, "window": 0, "ctx": 4608, "NH": 8, "KVH": 1}),
     ("topk", kc.check_topk_softmax, {}),
     ("topk_128_experts", kc.check_topk_softmax, {"T": 5, "E": 128, "K": 4}),
@@ -34,6 +48,9 @@ CASES = [
     ("moe_two_tokens_gemv", kc.check_moe, {"T": 2, "E": 8, "K": 4, "H": 96, "I": 64}),
     ("moe_big_tiles", kc.check_moe, {"T": 140, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_ragged_hidden", kc.check_moe, {"T": 20, "E": 6, "K": 2, "H": 160, "I": 96}),
+    ("moe_64_row_tiles", kc.check_moe, {"T": 300, "E": 2, "K": 1, "H": 64, "I": 32}),
+    ("moe_wide_scales_gemv", kc.check_moe, {"T": 1, "E": 4, "K": 2, "H": 64, "I": 32, "scale_codes": (100, 141)}),
+    ("moe_wide_scales_grouped", kc.check_moe, {"T": 12, "E": 4, "K": 2, "H": 64, "I": 32, "scale_codes": (100, 141)}),
 ]
 
 
@@ -66,3 +83,16 @@ def test_launcher_rejects_bad_shapes():
 
     with pytest.raises(ValueError, match="linear"):
         linear(torch.randn(4, 8).bfloat16(), torch.randn(3, 9).bfloat16())
+
+
+def test_ring_cache_misuse_is_refused():
+    from tritonllm.kernels.attention import attention_prefill
+    from tritonllm.kernels.rope import rope_qkv
+
+    qkv, pos, inv_freq = kc._rope_inputs(CPU, 2, 16, 2, 16, 5)
+    ring = torch.zeros(8, 2, 16)
+    with pytest.raises(ValueError, match="a prefill chunk is stored by kv_store after attention"):
+        rope_qkv(qkv, pos, inv_freq, 1.0, 16, ring, ring.clone())
+    q, k = torch.randn(2, 16, 16), torch.randn(2, 2, 16)
+    with pytest.raises(ValueError, match="a cache of 8 rows lost positions before 20"):
+        attention_prefill(q, ring, ring, k, k, torch.zeros(16), 20, 0.25, window=16)

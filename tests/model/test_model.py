@@ -6,10 +6,14 @@ import torch
 
 from tritonllm import LLM
 from tritonllm.engine import PromptError
+from tritonllm.model.config import preset
 from tritonllm.model.reference import reference_logits
 from tritonllm.model.rope import yarn_frequencies
+from tritonllm.model.transformer import KVCache
 
+# Both longer than the tiny model's sliding window (8): its layers' rings wrap around.
 PROMPT = [200006, 17360, 200008, 3575, 553, 261, 10297, 20994, 13, 200007, 200006, 1428, 200008, 12194, 0, 2405]
+LONG_PROMPT = torch.randint(0, 200000, (40,), generator=torch.Generator().manual_seed(0)).tolist()
 
 
 def rel_err(a, b):
@@ -26,6 +30,39 @@ def test_logits_match_float32_reference(tiny_llm, prompt_logits):
     assert prompt_logits.shape == (len(PROMPT), 201088) and prompt_logits.dtype == torch.float32
     assert rel_err(prompt_logits, ref) < 2e-2
     assert (prompt_logits.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+@pytest.fixture(scope="module")
+def long_logits(tiny_llm):
+    return tiny_llm.logits(LONG_PROMPT)
+
+
+def test_logits_match_float32_reference_far_beyond_the_window(tiny_llm, long_logits):
+    ref = reference_logits(tiny_llm.weights, torch.tensor(LONG_PROMPT))
+    assert rel_err(long_logits, ref) < 2e-2
+    assert (long_logits.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_sliding_layers_cache_only_their_window(tiny_llm):
+    cfg, cache = tiny_llm.config, tiny_llm.engine.cache
+    assert cache.context_length == 64 and any(cfg.sliding_layers) and not all(cfg.sliding_layers)
+    for i, sliding in enumerate(cfg.sliding_layers):
+        assert cache.k[i].shape == cache.v[i].shape == (8 if sliding else 64, 2, 16)
+    # gpt-oss-20b at 8192 tokens: 12 full layers of 8192 rows and 12 rings of 128, 4 KiB a row
+    big = KVCache.allocate(preset("20b"), 8192, torch.device("meta"))
+    assert sum(t.numel() * t.element_size() for t in big.k + big.v) == 12 * (8192 + 128) * 8 * 64 * 4 * 2
+
+
+@pytest.mark.parametrize("first", [10, 30], ids=["second_chunk_longer_than_window", "second_chunk_shorter"])
+def test_chunked_prefill_and_decode_equal_one_shot(tiny_llm, long_logits, first):
+    model, n = tiny_llm.engine.model, len(LONG_PROMPT) - 3
+    cache, scratch = KVCache.allocate(tiny_llm.config, 64, torch.device("cpu")), model.decode_scratch(64)
+    ids = torch.tensor(LONG_PROMPT, dtype=torch.int32)
+    logits = [model.prefill(ids[:first], 0, cache, all_logits=True)]
+    logits.append(model.prefill(ids[first:n], first, cache, all_logits=True))
+    for p in range(n, len(LONG_PROMPT)):
+        logits.append(model.decode(ids[p : p + 1], torch.tensor([p], dtype=torch.int32), cache, scratch))
+    assert rel_err(torch.cat(logits), long_logits) < 1e-4
 
 
 def test_hf_layout_gives_the_same_logits(tiny_checkpoints, prompt_logits):
@@ -51,7 +88,7 @@ def test_kv_cached_decode_equals_full_recompute(tiny_llm):
         decoded.append(engine.model.decode(engine.token, engine.pos, engine.cache, engine.scratch)[0])
         engine.cached.append(token)
     full = tiny_llm.logits(PROMPT)[len(prefix) :]
-    assert rel_err(torch.stack(decoded), full) < 1e-2
+    assert rel_err(torch.stack(decoded), full) < 1e-4
 
 
 def test_next_turn_reuses_the_cached_prefix(tiny_llm, monkeypatch):
@@ -64,6 +101,25 @@ def test_next_turn_reuses_the_cached_prefix(tiny_llm, monkeypatch):
     again = list(tiny_llm.generate(follow_up, 2, temperature=0))
     assert prefilled == [(len(follow_up) - len(PROMPT) - 1, len(PROMPT) + 1)]
     assert again == tiny_llm.logits(follow_up + again)[len(follow_up) - 1 : -1].argmax(-1).tolist()
+
+
+def test_a_prompt_diverging_inside_the_rings_window_is_prefilled_in_full(tiny_llm, long_logits, monkeypatch):
+    engine = tiny_llm.engine
+    engine.prefill(LONG_PROMPT)
+    prefilled = []
+    original = engine.model.prefill
+
+    def prefill(tokens, pos0, *args, **kwargs):
+        prefilled.append((len(tokens), pos0))
+        return original(tokens, pos0, *args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "prefill", prefill)
+    # The same prompt again: its last token runs again, and the rings still hold its window.
+    assert rel_err(engine.prefill(LONG_PROMPT)[0], long_logits[39]) < 1e-4
+    # A prompt that stops at 33 tokens reruns position 32, whose window 25..31 positions
+    # 33..39 overwrote in the sliding layers' rings (8 rows): it is prefilled in full.
+    assert rel_err(engine.prefill(LONG_PROMPT[:33])[0], long_logits[32]) < 1e-4
+    assert prefilled == [(1, 39), (33, 0)]
 
 
 def test_seeded_sampling_is_reproducible(tiny_llm):

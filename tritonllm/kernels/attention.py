@@ -1,16 +1,22 @@
 """Attention with per-head learned sinks, GQA, causal mask and optional sliding window.
 
-Both kernels read keys and values from the layer's KV cache [ctx, KVH, D] and give each
-program all G = NH / KVH query heads of one kv head, so K and V tiles are loaded once per
-group. Softmax runs online in base 2; the sink is one more logit with a zero value vector,
-so it seeds the running max and denominator (prefill) or joins in the combine (decode).
+Keys and values come from the layer's KV cache [rows, KVH, D], position p at row p % rows:
+a full layer keeps the context (rows = ctx), a sliding layer a ring of its last
+rows = min(window, ctx) positions (see kernels.rope). Each program takes all G = NH / KVH
+query heads of one kv head, so K and V tiles are loaded once per group. Softmax runs online
+in base 2; the sink is one more logit with a zero value vector, so it seeds the running max
+and denominator (prefill) or joins in the combine (decode).
 
-- prefill: queries at positions pos0 .. pos0+T-1 (T >= 1), flash-attention style.
-- decode: one query whose position is read on the device (CUDA-graph friendly), the keys
-  split into fixed chunks across programs, then a combine kernel merges the partials.
+- prefill: queries at positions pos0 .. pos0+T-1 (T >= 1), flash-attention style; keys
+  before pos0 from the cache, the chunk's own keys from its k and v (the cache gets them
+  after attention, from kv_store).
+- decode: one query whose position is read on the device (CUDA-graph friendly); its key is
+  already in the cache. The keys are split into fixed chunks across programs, then a
+  combine kernel merges the partials.
 """
 
 import math
+from collections.abc import Iterable
 
 import torch
 import triton
@@ -38,10 +44,10 @@ def _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale
     return m_new, l_i, acc
 
 
-@kernel(dynamic=("T", "pos0"))
+@kernel(dynamic=("T", "pos0", "rows"))
 def attention_prefill_kernel(
-    q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
-    T, pos0, qk_scale, window, NH, KVH,
+    q_ptr, k_cache_ptr, v_cache_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
+    T, pos0, rows, qk_scale, window, NH, KVH,
     G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
 ):
     pid_t, kvh = tl.program_id(0), tl.program_id(1)
@@ -62,10 +68,19 @@ def attention_prefill_kernel(
     hi = tl.minimum(first_q + BT, pos0 + T)  # keys [lo, hi)
     lo = tl.where(window > 0, tl.maximum(first_q - window + 1, 0) // BN * BN, 0)
     kn = tl.arange(0, BN)
-    for start in range(lo, hi, BN):
+    # Keys before the chunk, from the cache at row p % rows. A ring row below the window
+    # holds a later position; the mask, on positions, drops it.
+    for start in range(lo, pos0, BN):
+        kp = start + kn
+        k_ok = kp < pos0
+        kv_offs = (((kp % rows) * KVH + kvh) * D)[:, None] + d[None, :]
+        valid = k_ok[None, :] & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
+        m_i, l_i, acc = _attend_block(q, k_cache_ptr, v_cache_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
+    # The chunk's own keys, row p - pos0 of k and v.
+    for start in range(tl.maximum(lo, pos0), hi, BN):
         kp = start + kn
         k_ok = kp < hi
-        kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
+        kv_offs = (((kp - pos0) * KVH + kvh) * D)[:, None] + d[None, :]
         valid = (kp[None, :] <= q_pos[:, None]) & k_ok[None, :]
         valid = valid & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
         m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
@@ -73,16 +88,17 @@ def attention_prefill_kernel(
     tl.store(out_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-@kernel
+@kernel(dynamic=("rows",))
 def attention_decode_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
-    qk_scale, window, NH, KVH,
+    rows, qk_scale, window, NH, KVH,
     G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
 ):
     kvh, split = tl.program_id(0), tl.program_id(1)
-    pos = tl.load(pos_ptr)  # the query's position: keys [lo, pos]
-    lo = tl.where(window > 0, tl.maximum(split * SPLIT, pos - window + 1), split * SPLIT)
-    hi = tl.minimum((split + 1) * SPLIT, pos + 1)
+    pos = tl.load(pos_ptr)  # the query's position: keys [first, pos], at most `rows` of them
+    first = tl.where(window > 0, tl.maximum(pos - window + 1, 0), 0)
+    lo = first + split * SPLIT
+    hi = tl.minimum(lo + SPLIT, pos + 1)
     g = tl.arange(0, BG)
     g_ok = g < G  # BG >= 16 rows for tl.dot; extra rows are padding
     head = kvh * G + g
@@ -95,7 +111,7 @@ def attention_decode_kernel(
     for start in range(lo, hi, BN):
         kp = start + kn
         k_ok = kp < hi
-        kv_offs = ((kp * KVH + kvh) * D)[:, None] + d[None, :]
+        kv_offs = (((kp % rows) * KVH + kvh) * D)[:, None] + d[None, :]
         m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, k_ok[None, :], m_i, l_i, acc, qk_scale, F32)
     part = split * NH + head  # [BG]
     tl.store(part_m_ptr + part, m_i, mask=g_ok)
@@ -128,7 +144,7 @@ def attention_combine_kernel(
 
 def _check_common(q, k_cache, v_cache, sinks):
     check(q.dim() == 3 and q.is_contiguous(), "attention: q must be a contiguous [T, NH, D] tensor")
-    check(k_cache.dim() == 3 and k_cache.shape == v_cache.shape, "attention: caches must be [ctx, KVH, D]")
+    check(k_cache.dim() == 3 and k_cache.shape == v_cache.shape, "attention: caches must be [rows, KVH, D]")
     check(k_cache.is_contiguous() and v_cache.is_contiguous(), "attention: caches must be contiguous")
     NH, D = q.shape[1], q.shape[2]
     KVH = k_cache.shape[1]
@@ -139,28 +155,41 @@ def _check_common(q, k_cache, v_cache, sinks):
 
 
 def attention_prefill(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, sinks: torch.Tensor,
-    pos0: int, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+    sinks: torch.Tensor, pos0: int, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [T, NH, D] at positions pos0.., caches hold keys/values 0..pos0+T-1; sinks [NH]
-    float32; window 0 = full causal. Returns [T, NH, D] in q's dtype."""
+    """q [T, NH, D] at positions pos0..; the chunk's own keys and values k_new/v_new [T, KVH, D];
+    the caches [rows, KVH, D] hold positions before pos0 at row p % rows (all of them, or for
+    a sliding window at least its last min(window, pos0)); sinks [NH] float32; window 0 = full
+    causal. Returns [T, NH, D] in q's dtype."""
     NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
     T = q.shape[0]
-    check(pos0 + T <= k_cache.shape[0], f"attention: positions up to {pos0 + T} exceed the cache ({k_cache.shape[0]})")
+    rows = k_cache.shape[0]
+    check(k_new.shape == (T, KVH, D) and v_new.shape == k_new.shape,
+          f"attention_prefill: k_new/v_new must be [{T}, {KVH}, {D}]")
+    check(k_new.is_contiguous() and v_new.is_contiguous(), "attention_prefill: k_new/v_new must be contiguous")
+    check(pos0 <= rows or 0 < window <= rows,
+          f"attention_prefill: a cache of {rows} rows lost positions before {pos0} that the queries see")
     if out is None:
         out = torch.empty_like(q)
     BT = max(1, 64 // G) if on_gpu(q) else max(1, 128 // G)
     BN = 64 if on_gpu(q) else 128
     attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
-        q, k_cache, v_cache, sinks, out, T, pos0, sm_scale * LOG2E, window, NH, KVH,
+        q, k_cache, v_cache, k_new, v_new, sinks, out, T, pos0, rows, sm_scale * LOG2E, window, NH, KVH,
         G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), num_warps=4,
     )
     return out
 
 
-def decode_split(context_length: int, on_cpu: bool) -> int:
-    """Keys per decode program: enough programs to fill the GPU at long contexts."""
-    return 2048 if on_cpu else max(64, min(1024, next_pow2(triton.cdiv(context_length, 32))))
+def decode_split(rows: int, on_cpu: bool) -> int:
+    """Keys per decode program over a cache of `rows` rows (it attends at most that many keys):
+    enough programs to fill the GPU over a long context, one or two over a sliding window's ring."""
+    return 2048 if on_cpu else max(64, min(1024, next_pow2(triton.cdiv(rows, 32))))
+
+
+def decode_splits(rows: int, on_cpu: bool) -> int:
+    """Programs per kv head (and partial results per head) of a decode over `rows` rows."""
+    return triton.cdiv(rows, decode_split(rows, on_cpu))
 
 
 def attention_decode(
@@ -168,20 +197,21 @@ def attention_decode(
     pos: torch.Tensor, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
     scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One query q [1, NH, D] at the position held in `pos` [1] int32 (on the device), keys
-    0..pos in the caches. Returns [1, NH, D]. `scratch` = decode_scratch(...) to reuse."""
+    """One query q [1, NH, D] at the position held in `pos` [1] int32 (on the device); the
+    caches [rows, KVH, D] hold its keys max(0, pos - window + 1)..pos (all 0..pos if window
+    is 0) at row p % rows. Returns [1, NH, D]. `scratch` = decode_scratch(...) to reuse."""
     NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
     check(q.shape[0] == 1 and pos.numel() == 1, "attention_decode: one query at a time")
-    ctx = k_cache.shape[0]
-    split = decode_split(ctx, not on_gpu(q))
-    n_splits = triton.cdiv(ctx, split)
-    part_m, part_l, part_acc = scratch if scratch is not None else decode_scratch(ctx, NH, D, q.device)
-    check(part_m.shape[0] >= n_splits, "attention_decode: scratch too small")
+    rows = k_cache.shape[0]
+    split = decode_split(rows, not on_gpu(q))
+    n_splits = decode_splits(rows, not on_gpu(q))
+    part_m, part_l, part_acc = scratch if scratch is not None else decode_scratch([rows], NH, D, q.device)
+    check(part_m.shape[0] >= n_splits, f"attention_decode: scratch for {part_m.shape[0]} splits, {n_splits} needed")
     if out is None:
         out = torch.empty_like(q)
     BN = 64 if on_gpu(q) else 256
     attention_decode_kernel[(KVH, n_splits)](
-        q, k_cache, v_cache, pos, part_m, part_l, part_acc, sm_scale * LOG2E, window, NH, KVH,
+        q, k_cache, v_cache, pos, part_m, part_l, part_acc, rows, sm_scale * LOG2E, window, NH, KVH,
         G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4,
     )
     BH = 8 if on_gpu(q) else next_pow2(NH)
@@ -189,8 +219,10 @@ def attention_decode(
     return out
 
 
-def decode_scratch(context_length: int, num_heads: int, head_dim: int, device) -> tuple[torch.Tensor, ...]:
-    n = triton.cdiv(context_length, decode_split(context_length, torch.device(device).type == "cpu"))
+def decode_scratch(cache_rows: Iterable[int], num_heads: int, head_dim: int, device) -> tuple[torch.Tensor, ...]:
+    """Partial results of attention_decode, big enough for every cache of the given row counts."""
+    on_cpu = torch.device(device).type == "cpu"
+    n = max(decode_splits(rows, on_cpu) for rows in cache_rows)
     return (
         torch.empty(n, num_heads, dtype=torch.float32, device=device),
         torch.empty(n, num_heads, dtype=torch.float32, device=device),

@@ -3,7 +3,8 @@ cache and scratch buffers belong to the engine and are passed in.
 
 Per layer: x += out_proj(attention(rope(qkv(norm(x))))); x += moe(norm(x)). Weights are bf16
 and MXFP4 as published; every activation, the KV cache included, is float32, and matmuls
-keep float32 accuracy on bf16 tensor cores (kernels.common.dot).
+keep float32 accuracy on bf16 tensor cores (kernels.common.dot). Full-attention layers cache
+the whole context; sliding-window layers only their window, in a ring.
 """
 
 from __future__ import annotations
@@ -17,27 +18,44 @@ from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
 from tritonllm.kernels.moe import moe_combine, moe_experts, topk_softmax
 from tritonllm.kernels.rmsnorm import rmsnorm
-from tritonllm.kernels.rope import rope_qkv
+from tritonllm.kernels.rope import kv_store, rope_qkv
 from tritonllm.model.config import ModelConfig
 from tritonllm.model.rope import yarn_frequencies
 from tritonllm.model.weights import LayerWeights, Weights
 
 
+def cache_rows(cfg: ModelConfig, context_length: int) -> list[int]:
+    """KV cache rows of each layer: a sliding layer attends only its last `sliding_window`
+    positions, so it keeps a ring of that many; a full layer keeps the whole context."""
+    window = cfg.sliding_window
+    return [min(window, context_length) if sliding and window > 0 else context_length for sliding in cfg.sliding_layers]
+
+
 @dataclass
 class KVCache:
-    """Keys and values of every layer for positions 0..context_length-1: [L, ctx, KVH, D] float32."""
+    """Keys and values of each layer, k[i] and v[i] [rows_i, KVH, D] float32, position p at row
+    p % rows_i (see cache_rows). With positions 0..n-1 written, a full layer holds them all, a
+    sliding layer the last rows_i of them."""
 
-    k: torch.Tensor
-    v: torch.Tensor
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    context_length: int
+    window: int  # of the sliding layers; 0 if none
 
     @staticmethod
     def allocate(cfg: ModelConfig, context_length: int, device: torch.device) -> "KVCache":
-        shape = (cfg.num_hidden_layers, context_length, cfg.num_key_value_heads, cfg.head_dim)
-        return KVCache(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+        shapes = [(rows, cfg.num_key_value_heads, cfg.head_dim) for rows in cache_rows(cfg, context_length)]
+        k = [torch.zeros(shape, device=device) for shape in shapes]
+        v = [torch.zeros(shape, device=device) for shape in shapes]
+        return KVCache(k, v, context_length, cfg.sliding_window if any(cfg.sliding_layers) else 0)
 
-    @property
-    def context_length(self) -> int:
-        return self.k.shape[1]
+    def can_resume(self, pos0: int, written: int) -> bool:
+        """Whether a prefill can start at pos0 when positions 0..written-1 (written >= pos0) were
+        written: positions pos0.. overwrote ring rows that held the window before pos0."""
+        if self.window == 0:
+            return True
+        first = max(0, pos0 - self.window + 1)  # the earliest key a query at pos0 sees
+        return first >= pos0 or first >= written - min(self.window, self.context_length)
 
 
 class Transformer:
@@ -50,45 +68,54 @@ class Transformer:
 
     def prefill(self, tokens: torch.Tensor, pos0: int, cache: KVCache, all_logits: bool = False) -> torch.Tensor:
         """tokens [T] int32 (on the device) at positions pos0..pos0+T-1; keys and values
-        0..pos0-1 must already be in `cache`. Returns float32 logits [T, V] if all_logits,
+        before pos0 must already be in `cache`. Returns float32 logits [T, V] if all_logits,
         else [1, V] for the last position."""
         T = tokens.shape[0]
         positions = torch.arange(pos0, pos0 + T, dtype=torch.int32, device=tokens.device)
 
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            layer = self.weights.layers[i]
-            return attention_prefill(q, cache.k[i], cache.v[i], layer.sinks, pos0, self.config.sm_scale, self._window(i))
+        def attend(i: int, qkv: torch.Tensor) -> torch.Tensor:
+            k_cache, v_cache = cache.k[i], cache.v[i]
+            q, k, v = rope_qkv(qkv, positions, self.inv_freq, self.concentration, self.config.num_attention_heads)
+            out = attention_prefill(q, k_cache, v_cache, k, v, self.weights.layers[i].sinks, pos0, self.config.sm_scale,
+                                    self._window(i))
+            # Only now: the chunk's positions overwrite ring rows that its attention just read.
+            kv_store(k, v, positions, k_cache, v_cache)
+            return out
 
-        x = self._layers(tokens, positions, cache, attend)
+        x = self._layers(tokens, attend)
         return self._logits(x if all_logits else x[-1:])
 
     def decode(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache, scratch) -> torch.Tensor:
         """One token [1] int32 at the position held in `pos` [1] int32, both on the device
         (so the step can be captured in a CUDA graph). Returns logits [1, V] float32."""
 
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            layer = self.weights.layers[i]
-            return attention_decode(
-                q, cache.k[i], cache.v[i], layer.sinks, pos, self.config.sm_scale, self._window(i), scratch=scratch
+        def attend(i: int, qkv: torch.Tensor) -> torch.Tensor:
+            k_cache, v_cache = cache.k[i], cache.v[i]
+            # The token's k and v go into the cache first: the row they take held pos - rows,
+            # which this query no longer sees.
+            q, _, _ = rope_qkv(
+                qkv, pos, self.inv_freq, self.concentration, self.config.num_attention_heads, k_cache, v_cache
             )
+            return attention_decode(q, k_cache, v_cache, self.weights.layers[i].sinks, pos, self.config.sm_scale,
+                                    self._window(i), scratch=scratch)
 
-        return self._logits(self._layers(token, pos, cache, attend))
+        return self._logits(self._layers(token, attend))
 
     def decode_scratch(self, context_length: int):
         cfg = self.config
-        return decode_scratch(context_length, cfg.num_attention_heads, cfg.head_dim, self.weights.device)
+        rows = cache_rows(cfg, context_length)
+        return decode_scratch(rows, cfg.num_attention_heads, cfg.head_dim, self.weights.device)
 
     def _window(self, i: int) -> int:
         return self.config.sliding_window if self.config.sliding_layers[i] else 0
 
-    def _layers(self, tokens, positions, cache: KVCache, attend) -> torch.Tensor:
+    def _layers(self, tokens, attend) -> torch.Tensor:
         cfg, w = self.config, self.weights
         x = embedding(tokens, w.embedding)  # [T, H] float32 residual stream
         for i, layer in enumerate(w.layers):
             h = rmsnorm(x, layer.attn_norm, cfg.rms_norm_eps)
             qkv = linear(h, layer.qkv_weight, layer.qkv_bias)
-            q = rope_qkv(qkv, positions, self.inv_freq, self.concentration, cache.k[i], cache.v[i], cfg.num_attention_heads)
-            a = attend(i, q).view(q.shape[0], cfg.q_size)
+            a = attend(i, qkv).view(tokens.shape[0], cfg.q_size)
             linear(a, layer.out_weight, layer.out_bias, residual=x, out=x)
             self._moe(layer, x)
         return x
