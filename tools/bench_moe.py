@@ -1,6 +1,7 @@
 """Expert kernels on the GPU at gpt-oss-20b shapes: accuracy against a float32 reference and
 time (triton.testing.do_bench, L2 flushed, median) for the grouped prefill matmuls at several
-tiles and for the decode GEMV, each against its own bound.
+tiles and for the decode GEMV, each against its own bound. (The GEMV's tile sweep is
+`python -m build_kernels --tune`.)
 
     PYTHONPATH=. python tools/bench_moe.py --out results.json [--tokens 2048]
 """
@@ -13,29 +14,14 @@ import itertools
 import json
 
 import torch
-import triton
 from triton.testing import do_bench
 
-from tools.kernel_checks import random_experts, rel_err
+from tools.kernel_checks import moe_reference, random_experts, rel_err
 from tritonllm.kernels.moe import (
-    mm_config, moe_align, moe_experts, moe_gemv, moe_gemv_kernel, moe_mlp1, moe_mlp2, split_bf16, swiglu_reference, tile_rows,
+    mm_config, moe_align, moe_experts, moe_gemv, moe_mlp1, moe_mlp2, split_bf16, tile_rows,
 )
 from tritonllm.model.config import preset
-from tritonllm.model.reference import dequantize_mxfp4
 from tritonllm.runtime.target import arch_of
-
-
-def reference(x, ids, gates, w1, w2, limit):
-    """Gate-weighted expert outputs [T*k, H] in float32, one dequantization per expert."""
-    T, k = ids.shape
-    y = torch.empty(T * k, w2[0].shape[1], device=x.device)
-    flat = ids.flatten()
-    for e in flat.unique().tolist():
-        pairs = (flat == e).nonzero().flatten()
-        h = x[pairs // k] @ dequantize_mxfp4(w1[0][e], w1[1][e]).T + w1[2][e].float()
-        out = swiglu_reference(h, limit) @ dequantize_mxfp4(w2[0][e], w2[1][e]).T + w2[2][e].float()
-        y[pairs] = out * gates.flatten()[pairs, None]
-    return y
 
 
 def grouped(cfg, T: int, peak_tflops: float) -> dict:
@@ -44,7 +30,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
     logits, ids = torch.topk(torch.randn(T, E, device="cuda"), k)
     ids, gates = ids.int().contiguous(), torch.softmax(logits, -1).contiguous()
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
     rows = []
@@ -80,7 +66,7 @@ def gemv(cfg, bandwidth: float) -> dict:
     ids = torch.randperm(E, device="cuda")[:k].int()[None]
     gates = torch.softmax(torch.randn(1, k, device="cuda"), -1)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
     act = moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit)
     t1 = do_bench(lambda: moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit), return_mode="median")
     t2 = do_bench(lambda: moe_gemv(act, ids, gates, *w2, topk=1, limit=cfg.swiglu_limit), return_mode="median")
@@ -89,31 +75,11 @@ def gemv(cfg, bandwidth: float) -> dict:
             "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}
 
 
-def gemv_sweep(cfg) -> list[dict]:
-    """A few GEMV tiles around the tuned one (python -m build_kernels --tune records winners)."""
-    E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
-    ids = torch.randperm(E, device="cuda")[:k].int()
-    gates = torch.rand(k, device="cuda")
-    rows = []
-    for BN, BKB, warps in itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8)):
-        total = 0.0
-        for N, K, swiglu in ((2 * I, H, True), (H, I, False)):
-            x = torch.randn(1 if swiglu else k, K, device="cuda")
-            blocks, scales, bias = random_experts("cuda", E, N, K)
-            out = torch.empty(k, N // 2 if swiglu else N, device="cuda")
-            run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, BN), k)]
-            total += do_bench(lambda: run(x, ids, gates, blocks, scales, bias, out, N, K, k if swiglu else 1, 7.0,
-                                          SWIGLU=swiglu, BN=BN, BKB=BKB, num_warps=warps), return_mode="median")
-        rows.append({"BN": BN, "BKB": BKB, "num_warps": warps, "total_ms": total})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--tokens", type=int, default=2048)
-    parser.add_argument("--parts", default="gemv,sweep,grouped", help="comma-separated: gemv, sweep, grouped")
+    parser.add_argument("--parts", default="gemv,grouped", help="comma-separated: gemv, grouped")
     parser.add_argument("--bandwidth", type=float, default=2.95e12, help="copy bandwidth, bytes/s")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 tensor-core peak")
     args = parser.parse_args()
@@ -123,8 +89,6 @@ def main() -> None:
     if "gemv" in parts:
         result["gemv"] = gemv(cfg, args.bandwidth)
         print(json.dumps(result["gemv"], indent=1), flush=True)
-    if "sweep" in parts:
-        result["gemv_sweep"] = gemv_sweep(cfg)
     if "grouped" in parts:
         result["grouped"] = grouped(cfg, args.tokens, args.peak_tflops)
         print(json.dumps({k: v for k, v in result["grouped"].items() if k != "tiles"}, indent=1))

@@ -12,9 +12,7 @@ import torch
 from tritonllm.kernels.attention import attention_decode, attention_prefill, attention_reference
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
-from tritonllm.kernels.moe import (
-    moe_combine, moe_experts, swiglu_reference, topk_softmax,
-)
+from tritonllm.kernels.moe import moe_combine, moe_experts, swiglu_reference, topk_softmax
 from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, rope_qkv, rope_reference
 from tritonllm.model.reference import dequantize_mxfp4
@@ -159,6 +157,20 @@ def random_experts(device, E, N, K, scale_codes=(118, 121)):
     return blocks, scales, bias
 
 
+def moe_reference(x, ids, gates, w1, w2, limit) -> torch.Tensor:
+    """Gate-weighted expert outputs [T*k, H] float32, as moe_experts; one dequantization per
+    expert, applied to all of its pairs."""
+    T, k = ids.shape
+    y = torch.empty(T * k, w2[0].shape[1], device=x.device)
+    flat = ids.flatten()
+    for e in flat.unique().tolist():
+        pairs = (flat == e).nonzero().flatten()
+        h = x[pairs // k].float() @ dequantize_mxfp4(w1[0][e], w1[1][e]).T + w1[2][e].float()
+        out = swiglu_reference(h, limit) @ dequantize_mxfp4(w2[0][e], w2[1][e]).T + w2[2][e].float()
+        y[pairs] = out * gates.flatten()[pairs, None]
+    return y
+
+
 def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 121)) -> dict:
     """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine. Up to
     GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
@@ -169,13 +181,7 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     residual = torch.randn(T, H, device=device)
     out = moe_combine(moe_experts(x, ids, gates, w1, w2, limit), residual.clone(), K)
 
-    ref = residual.clone().double()
-    for t in range(T):
-        for j in range(K):
-            e = int(ids[t, j])
-            h = x[t].float() @ dequantize_mxfp4(w1[0][e], w1[1][e]).T + w1[2][e].float()
-            a = swiglu_reference(h, limit)
-            ref[t] += gates[t, j].double() * (a @ dequantize_mxfp4(w2[0][e], w2[1][e]).T + w2[2][e].float()).double()
+    ref = residual.double() + moe_reference(x, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
     return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I}, out, ref, F32_OUT)
 
 
