@@ -1,8 +1,10 @@
 """`python -m build_kernels --tune`: measure the tuned kernels' candidate tiles on this GPU and
 record the winners for its architecture in tritonllm/kernels/tuning.json.
 
-Each candidate runs at every gpt-oss-20b shape the kernel serves (random inputs, L2 flushed
-between runs by triton.testing.do_bench, median time); the winner has the least total time.
+Each candidate runs at every gpt-oss-20b shape the kernel serves, with random inputs. These
+are 3-400 us kernels, so they are timed the way decode runs them: captured in a CUDA graph
+(no host launch cost), over SETS weight sets in turn (a set's weights are out of L2 when its
+turn comes back), median of REPS replays. The winner has the least total time.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import statistics
 
 import torch
 import triton
-from triton.testing import do_bench
 
 from tritonllm.kernels.linear import linear_gemv_kernel
 from tritonllm.kernels.moe import moe_gemv_kernel
@@ -22,61 +24,88 @@ from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 
 WARPS = (2, 4, 8)
+SETS, REPS = 8, 30
 
 
-def _time(fn) -> float | None:
+def _time(launches) -> float | None:
+    """Median milliseconds of one launch, `launches` (one per weight set) replayed in a graph."""
     try:
-        return do_bench(fn, warmup=20, rep=100, return_mode="median")
+        for launch in launches:
+            launch()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for launch in launches:
+                launch()
+        graph.replay()
+        times = []
+        for _ in range(REPS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / len(launches))
+        return statistics.median(times)
     except Exception:  # a candidate the compiler or the GPU cannot run: not a winner
+        torch.cuda.synchronize()
         return None
 
 
-def _linear_cases(cfg):
-    H = cfg.hidden_size
-    for N, K in ((cfg.qkv_size, H), (H, cfg.q_size), (cfg.vocab_size, H)):
-        x = torch.randn(1, K, device="cuda")
-        w = (torch.randn(N, K, device="cuda") * 0.02).bfloat16()
-        out = torch.empty(1, N, device="cuda")
-        yield N, K, x, w, out
+def _pick(rows: list, keys: tuple) -> dict:
+    best = min((r for r in rows if r["total_ms"] is not None), key=lambda r: r["total_ms"])
+    return {k: best[k] for k in keys}
+
+
+def _sweep(candidates, cases, launch) -> list:
+    rows = []
+    for tile in candidates:
+        total = 0.0
+        for case in cases:
+            ms = _time([launch(tile, case, s) for s in range(case["sets"])])
+            total = None if ms is None or total is None else total + ms
+        rows.append({**tile, "total_ms": total})
+    return rows
 
 
 def tune_linear(cfg) -> tuple[dict, list]:
-    cases = list(_linear_cases(cfg))
-    rows = []
-    for BN, BK, warps in itertools.product((4, 8, 16, 32), (128, 256, 512), WARPS):
-        total = 0.0
-        for N, K, x, w, out in cases:
-            run = linear_gemv_kernel.jit("triton")[(triton.cdiv(N, BN),)]
-            ms = _time(lambda: run(x, w, x, out, out, N, K, HAS_BIAS=False, HAS_RES=False, BN=BN, BK=BK, num_warps=warps))
-            total = None if ms is None or total is None else total + ms
-        rows.append({"BN": BN, "BK": BK, "num_warps": warps, "total_ms": total})
-    best = min((r for r in rows if r["total_ms"] is not None), key=lambda r: r["total_ms"])
-    return {k: best[k] for k in ("BN", "BK", "num_warps")}, rows
-
-
-def tune_moe(cfg) -> tuple[dict, list]:
-    E, pairs, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
-    ids = torch.randperm(E, device="cuda")[:pairs].int()
-    gates = torch.rand(pairs, device="cuda")
+    H = cfg.hidden_size
     cases = []
-    for N, K, swiglu in ((2 * I, H, True), (H, I, False)):
-        x = torch.randn(1 if swiglu else pairs, K, device="cuda")
-        blocks = torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, device="cuda")
-        scales = torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda")
-        bias = torch.randn(E, N, device="cuda").bfloat16()
-        out = torch.empty(pairs, N // 2 if swiglu else N, device="cuda")
-        cases.append((N, K, swiglu, x, blocks, scales, bias, out))
-    rows = []
-    for BN, BKB, warps in itertools.product((8, 16, 32, 64), (64, 128, 256, 512), WARPS):
-        total = 0.0
-        for N, K, swiglu, x, blocks, scales, bias, out in cases:
-            run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, BN), pairs)]
-            ms = _time(lambda: run(x, ids, gates, blocks, scales, bias, out, N, K, pairs if swiglu else 1, 7.0,
-                                   SWIGLU=swiglu, BN=BN, BKB=BKB, num_warps=warps))
-            total = None if ms is None or total is None else total + ms
-        rows.append({"BN": BN, "BKB": BKB, "num_warps": warps, "total_ms": total})
-    best = min((r for r in rows if r["total_ms"] is not None), key=lambda r: r["total_ms"])
-    return {k: best[k] for k in ("BN", "BKB", "num_warps")}, rows
+    for N, K in ((cfg.qkv_size, H), (H, cfg.q_size), (cfg.vocab_size, H)):
+        sets = 2 if N * K * 2 > 2**30 else SETS  # the unembedding alone is bigger than L2
+        cases.append({"N": N, "K": K, "sets": sets, "x": torch.randn(1, K, device="cuda"),
+                      "w": [(torch.randn(N, K, device="cuda") * 0.02).bfloat16() for _ in range(sets)],
+                      "out": torch.empty(1, N, device="cuda")})
+
+    def launch(tile, c, s):
+        grid = (triton.cdiv(c["N"], tile["BN"]),)
+        run = linear_gemv_kernel.jit("triton")[grid]
+        return lambda: run(c["x"], c["w"][s], c["x"], c["out"], c["out"], c["N"], c["K"], HAS_BIAS=False, HAS_RES=False, **tile)
+
+    candidates = [{"BN": bn, "BK": bk, "num_warps": w} for bn, bk, w in itertools.product((4, 8, 16, 32), (256, 512, 1024), WARPS)]
+    rows = _sweep(candidates, cases, launch)
+    return _pick(rows, ("BN", "BK", "num_warps")), rows
+
+
+def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
+    """mlp1 (SwiGLU, a program per row block and pair) or mlp2 (combine, per row block and token)."""
+    E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
+    N, K = (2 * I, H) if swiglu else (H, I)
+    case = {"sets": SETS, "x": torch.randn(1 if swiglu else k, K, device="cuda"),
+            "ids": [torch.randperm(E, device="cuda")[:k].int() for _ in range(SETS)],
+            "gates": torch.rand(k, device="cuda"),
+            "w": [(torch.randint(-2**31, 2**31 - 1, (E, N, K // 8), dtype=torch.int32, device="cuda"),
+                   torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda"),
+                   torch.randn(E, N, device="cuda").bfloat16()) for _ in range(SETS)],
+            "out": torch.zeros(k if swiglu else 1, N // 2 if swiglu else N, device="cuda")}
+
+    def launch(tile, c, s):
+        run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, tile["BN"]), k if swiglu else 1)]
+        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0, SWIGLU=swiglu, **tile)
+
+    candidates = [{"BN": bn, "BKW": bkw, "num_warps": w} for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]
+    rows = _sweep(candidates, [case], launch)
+    return _pick(rows, ("BN", "BKW", "num_warps")), rows
 
 
 def tune() -> dict:
@@ -87,7 +116,9 @@ def tune() -> dict:
     cfg = preset("20b")
     results = {}
     winners = {}
-    for name, fn in (("linear_gemv", tune_linear), ("moe_gemv", tune_moe)):
+    tuners = {"linear_gemv": tune_linear, "moe_gemv": lambda c: tune_moe(c, swiglu=True),
+              "moe_gemv_combine": lambda c: tune_moe(c, swiglu=False)}
+    for name, fn in tuners.items():
         winners[name], results[name] = fn(cfg)
         print(f"sm{arch} {name}: {winners[name]}", flush=True)
     table = json.loads(TUNING_FILE.read_text()) if TUNING_FILE.is_file() else {}

@@ -18,7 +18,8 @@ from triton.testing import do_bench
 
 from tools.kernel_checks import moe_reference, random_experts, rel_err
 from tritonllm.kernels.moe import (
-    mm_config, moe_align, moe_experts, moe_gemv, moe_mlp1, moe_mlp2, split_bf16, tile_rows,
+    mm_config, moe_align, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
+    split_bf16, tile_rows,
 )
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
@@ -30,7 +31,9 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
     logits, ids = torch.topk(torch.randn(T, E, device="cuda"), k)
     ids, gates = ids.int().contiguous(), torch.softmax(logits, -1).contiguous()
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
+    residual = torch.randn(T, H, device="cuda")
+    ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).view(T, k, H).sum(1)
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
     rows = []
@@ -54,7 +57,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
                          "mlp1_ms": t1, "mlp2_ms": t2,
                          "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
             print(rows[-1], flush=True)
-    total = do_bench(lambda: moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), return_mode="median")
+    total = do_bench(lambda: moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
     return {"tokens": T, "pairs": T * k, "rel_err": err, "moe_experts_ms": total,
             "useful_tflops": flops / (total * 1e-3) / 1e12,
             "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "tiles": rows}
@@ -66,10 +69,12 @@ def gemv(cfg, bandwidth: float) -> dict:
     ids = torch.randperm(E, device="cuda")[:k].int()[None]
     gates = torch.softmax(torch.randn(1, k, device="cuda"), -1)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit), moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit))
-    act = moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit)
-    t1 = do_bench(lambda: moe_gemv(x, ids, gates, *w1, topk=k, limit=cfg.swiglu_limit), return_mode="median")
-    t2 = do_bench(lambda: moe_gemv(act, ids, gates, *w2, topk=1, limit=cfg.swiglu_limit), return_mode="median")
+    residual = torch.randn(1, H, device="cuda")
+    ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)
+    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
+    act = moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit)
+    t1 = do_bench(lambda: moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit), return_mode="median")
+    t2 = do_bench(lambda: moe_gemv_combine(act, ids, gates, w2, residual), return_mode="median")
     weight_bytes = k * (2 * I * H + H * I) * (0.5 + 1 / 32)  # packed FP4 + one scale byte per 32
     return {"rel_err": err, "mlp1_ms": t1, "mlp2_ms": t2, "bound_ms": weight_bytes / bandwidth * 1e3,
             "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}

@@ -12,7 +12,7 @@ import torch
 from tritonllm.kernels.attention import attention_decode, attention_prefill, attention_reference
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
-from tritonllm.kernels.moe import moe_combine, moe_experts, swiglu_reference, topk_softmax
+from tritonllm.kernels.moe import moe_experts, swiglu_reference, topk_softmax
 from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, rope_qkv, rope_reference
 from tritonllm.model.reference import dequantize_mxfp4
@@ -179,7 +179,7 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     w1 = random_experts(device, E, 2 * I, H, scale_codes)
     w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
-    out = moe_combine(moe_experts(x, ids, gates, w1, w2, limit), residual.clone(), K)
+    out = moe_experts(x, ids, gates, w1, w2, limit, residual=residual.clone())
 
     ref = residual.double() + moe_reference(x, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
     return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I}, out, ref, F32_OUT)

@@ -16,7 +16,7 @@ import torch
 from tritonllm.kernels.attention import attention_decode, attention_prefill, decode_scratch
 from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
-from tritonllm.kernels.moe import moe_combine, moe_experts, topk_softmax
+from tritonllm.kernels.moe import moe_experts, topk_softmax
 from tritonllm.kernels.rmsnorm import rmsnorm
 from tritonllm.kernels.rope import kv_store, rope_qkv
 from tritonllm.model.config import ModelConfig
@@ -127,8 +127,7 @@ class Transformer:
         ids, gates = topk_softmax(gate_logits, cfg.experts_per_token)
         w1 = (layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias)
         w2 = (layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias)
-        y = moe_experts(h, ids, gates, w1, w2, cfg.swiglu_limit)
-        moe_combine(y, x, cfg.experts_per_token)
+        moe_experts(h, ids, gates, w1, w2, cfg.swiglu_limit, residual=x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h = rmsnorm(x.contiguous(), self.weights.norm, self.config.rms_norm_eps)
