@@ -163,3 +163,19 @@ def test_tuned_configurations_are_per_architecture():
     measured = json.loads(tuning.TUNING_FILE.read_text())["90"]
     assert tuning.config("moe_gemv", 90) == {k: measured["moe_gemv"][k] for k in tuning.DEFAULTS["moe_gemv"]}
     assert tuning.config("linear_gemv", 86) == tuning.DEFAULTS["linear_gemv"]  # not measured: the rule
+
+
+def test_decode_gemvs_are_programmatic_dependent_launches_on_sm90_only():
+    """The GEMVs call wait_for_inputs, so on sm90 their cubins are built and launched as
+    programmatic dependents (they may start while the previous kernel ends); no other kernel,
+    and no architecture without griddepcontrol, may be launched that way."""
+    manifest = read_manifest(DEFAULT_CUBIN_DIR)
+    for arch in ARCHS:
+        for entry in manifest["archs"][str(arch)]:
+            key = key_from_json(entry["key"])
+            binary = Binary.for_key(entry["kernel"], None, entry, key)
+            expected = arch >= 90 and entry["kernel"] in ("linear_gemv_kernel", "moe_gemv_kernel")
+            assert binary.dependent == expected, (arch, entry["kernel"])
+            pdl_flag = [value for (ty, value) in key[0] if ty == "constexpr"][-1]
+            if entry["kernel"] in ("linear_gemv_kernel", "moe_gemv_kernel"):
+                assert pdl_flag == expected  # the kernel waits exactly when launched as a dependent

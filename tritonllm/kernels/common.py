@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from tritonllm.runtime.kernel import kernel
-from tritonllm.runtime.target import CPU, arch_of
+from tritonllm.runtime.target import CPU, arch_of, dependent_launch
 
 
 @triton.jit
@@ -48,6 +48,16 @@ def dot(a, b, acc, F32: tl.constexpr):
 
 
 @triton.jit
+def wait_for_inputs(PDL: tl.constexpr):
+    """PDL: this kernel was launched as a programmatic dependent (`target.dependent_launch`), so
+    it may be running while the kernel before it finishes. Wait here for that kernel's outputs
+    (everything earlier may read only weights), then let the next kernel start launching."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def store_split(ptr_hi, ptr_lo, offs, x, mask):
     """Store float32 x as its bf16 hi + lo parts: the inputs of matmuls that multiply them
     separately (so the split happens once, not in every program that reads x)."""
@@ -75,6 +85,12 @@ def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def dot_f32(t: torch.Tensor) -> bool:
     """The `F32` flag of `dot` for kernels running on `t`'s device."""
     return arch_of(t) == CPU
+
+
+def dependent_launch_args(arch: int) -> dict:
+    """Launch options of a kernel that calls `wait_for_inputs`: its PDL flag and, where the GPU
+    has it, Triton's launch option for a programmatic dependent launch."""
+    return {"PDL": True, "launch_pdl": True} if dependent_launch(arch) else {"PDL": False}
 
 
 def on_gpu(t: torch.Tensor) -> bool:

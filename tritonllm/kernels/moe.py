@@ -26,7 +26,9 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels import tuning
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split
+from tritonllm.kernels.common import (
+    check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
+)
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
@@ -229,7 +231,7 @@ def _split8(xs, BKW: tl.constexpr):
 def moe_gemv_kernel(
     x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr,
     N, K, TOPK, limit,
-    SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr,
+    SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr, PDL: tl.constexpr,
 ):
     """Expert matrix-vector products over N weight rows of K values, BN rows per program.
 
@@ -241,8 +243,10 @@ def moe_gemv_kernel(
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
     low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use (measured on the
-    H100: 16.9 -> 14.2 us for the 20b mlp2 of 4 experts).
+    H100: 16.9 -> 14.2 us for the 20b mlp2 of 4 experts). The expert ids come from the
+    kernel just before (PDL: see `wait_for_inputs`), so nothing loads before the wait.
     """
+    wait_for_inputs(PDL)
     pid_n, pid = tl.program_id(0), tl.program_id(1)
     if SWIGLU:
         first, pairs = pid, 1
@@ -401,9 +405,11 @@ def moe_gemv_swiglu(x, ids, w1, limit: float) -> torch.Tensor:
     check(x.shape[1] == K and x.is_contiguous() and x.dtype == torch.float32, "moe_gemv: x must be float32 [T, K]")
     R = ids.numel()
     out = torch.empty(R, N // 2, dtype=torch.float32, device=x.device)
-    tile = _gemv_tile("moe_gemv", N, arch_of(x))
+    arch = arch_of(x)
+    tile = _gemv_tile("moe_gemv", N, arch)
     moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), R)](
-        x, ids, ids, _as_words(blocks), scales, bias, out, N, K, ids.shape[1], limit, SWIGLU=True, **tile,
+        x, ids, ids, _as_words(blocks), scales, bias, out, N, K, ids.shape[1], limit, SWIGLU=True,
+        **tile, **dependent_launch_args(arch),
     )
     return out
 
@@ -417,9 +423,11 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor) -> torch.Tenso
     T, k = ids.shape
     check(act.shape == (T * k, K) and act.is_contiguous() and act.dtype == torch.float32, "moe_gemv: act must be float32 [T*k, K]")
     check(residual.shape == (T, N) and residual.dtype == torch.float32, "moe_gemv: residual must be float32 [T, N]")
-    tile = _gemv_tile("moe_gemv_combine", N, arch_of(act))
+    arch = arch_of(act)
+    tile = _gemv_tile("moe_gemv_combine", N, arch)
     moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), T)](
-        act, ids, gates, _as_words(blocks), scales, bias, residual, N, K, k, 0.0, SWIGLU=False, **tile,
+        act, ids, gates, _as_words(blocks), scales, bias, residual, N, K, k, 0.0, SWIGLU=False,
+        **tile, **dependent_launch_args(arch),
     )
     return residual
 

@@ -83,10 +83,20 @@ class CudaError(RuntimeError):
     pass
 
 
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttribute)), ("num_attrs", ctypes.c_uint)]
+
+
 class _Driver:
     """The few CUDA driver calls a cubin launch needs, through ctypes."""
 
     MAX_DYNAMIC_SHARED = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_*
 
     def __init__(self):
         self.lib = ctypes.CDLL("libcuda.so.1")
@@ -95,6 +105,15 @@ class _Driver:
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ]
         self.launch = self.lib.cuLaunchKernel
+        self.lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.pdl_attr = _LaunchAttribute(id=self.PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+
+    def launch_dependent(self, function, grid, threads: int, shared: int, stream, params) -> int:
+        """cuLaunchKernel as a programmatic dependent launch: the kernel may start before the
+        one ahead of it in the stream has finished (it waits itself: griddepcontrol.wait)."""
+        config = _LaunchConfig(grid=(ctypes.c_uint * 3)(*grid), block=(ctypes.c_uint * 3)(threads, 1, 1), shared=shared,
+                               stream=stream, attrs=ctypes.pointer(self.pdl_attr), num_attrs=1)
+        return self.lib.cuLaunchKernelEx(ctypes.byref(config), function, params, None)
 
     def check(self, result: int, what: str) -> None:
         if result != 0:
@@ -126,6 +145,7 @@ class Binary:
     num_warps: int
     shared: int
     global_scratch: int  # bytes per program
+    dependent: bool  # launched as a programmatic dependent (built with launch_pdl)
     args: list  # (position among the kernel's arguments, is pointer) of each non-constexpr argument
     layout: struct.Struct  # the parameter slots, plus global and profile scratch pointers
     buffer: ctypes.Array  # the slots, rewritten for each launch: cuLaunchKernel copies them
@@ -140,7 +160,8 @@ class Binary:
         buffer = ctypes.create_string_buffer(layout.size)
         base = ctypes.addressof(buffer)
         params = (ctypes.c_void_p * (len(args) + 2))(*range(base, base + layout.size, 8))
-        return Binary(kernel, function, meta["num_warps"], meta["shared"], meta["global_scratch"], args,
+        dependent = bool(dict(key[1]).get("launch_pdl", False))
+        return Binary(kernel, function, meta["num_warps"], meta["shared"], meta["global_scratch"], dependent, args,
                       layout, buffer, params)
 
 
@@ -175,8 +196,11 @@ class CubinLibrary:
             scratch.data_ptr() if scratch is not None else 0, 0,
         )
         stream = torch._C._cuda_getCurrentRawStream(self.device_index)
-        result = DRIVER.launch(binary.function, grid[0], grid[1], grid[2], 32 * binary.num_warps, 1, 1,
-                               binary.shared, stream, binary.params, None)
+        if binary.dependent:
+            result = DRIVER.launch_dependent(binary.function, grid, 32 * binary.num_warps, binary.shared, stream, binary.params)
+        else:
+            result = DRIVER.launch(binary.function, grid[0], grid[1], grid[2], 32 * binary.num_warps, 1, 1,
+                                   binary.shared, stream, binary.params, None)
         if result:
             DRIVER.check(result, f"launching {kernel.name}")
         self.launched.add(kernel.name)

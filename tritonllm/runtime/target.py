@@ -43,6 +43,12 @@ def small_shared_memory(arch: int) -> bool:
     return arch != CPU and MAX_SHARED.get(arch, 99 * 1024) < 128 * 1024
 
 
+def dependent_launch(arch: int) -> bool:
+    """Programmatic dependent launch (sm90 and later): a kernel launched so may start while the
+    kernel before it in the stream finishes, and waits for it only where it reads its outputs."""
+    return arch >= 90
+
+
 @contextlib.contextmanager
 def tracing(arch: int):
     """Within this block, meta tensors stand for tensors on a GPU of `arch`."""
