@@ -80,9 +80,11 @@ def tune_linear(cfg) -> tuple[dict, list]:
     def launch(tile, c, s):
         grid = (triton.cdiv(c["N"], tile["BN"]),)
         run = linear_gemv_kernel.jit("triton")[grid]
-        return lambda: run(c["x"], c["w"][s], c["x"], c["out"], c["out"], c["N"], c["K"], HAS_BIAS=False, HAS_RES=False, PDL=False, **tile)
+        return lambda: run(c["x"], c["w"][s], c["x"], c["out"], c["out"], c["N"], c["K"],
+                           HAS_BIAS=False, HAS_RES=False, PDL=False, **tile)
 
-    candidates = [{"BN": bn, "BK": bk, "num_warps": w} for bn, bk, w in itertools.product((4, 8, 16, 32), (256, 512, 1024), WARPS)]
+    candidates = [{"BN": bn, "BK": bk, "num_warps": w}
+                  for bn, bk, w in itertools.product((4, 8, 16, 32), (256, 512, 1024), WARPS)]
     rows = _sweep(candidates, cases, launch)
     return _pick(rows, ("BN", "BK", "num_warps")), rows
 
@@ -101,9 +103,11 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
 
     def launch(tile, c, s):
         run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, tile["BN"]), k if swiglu else 1)]
-        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0, SWIGLU=swiglu, PDL=False, **tile)
+        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0,
+                           SWIGLU=swiglu, PDL=False, **tile)
 
-    candidates = [{"BN": bn, "BKW": bkw, "num_warps": w} for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]
+    candidates = [{"BN": bn, "BKW": bkw, "num_warps": w}
+                  for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]
     rows = _sweep(candidates, [case], launch)
     return _pick(rows, ("BN", "BKW", "num_warps")), rows
 

@@ -105,7 +105,9 @@ class _Driver:
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ]
         self.launch = self.lib.cuLaunchKernel
-        self.lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.cuLaunchKernelEx.argtypes = [
+            ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ]
         self.pdl_attr = _LaunchAttribute(id=self.PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
 
     def launch_dependent(self, function, grid, threads: int, shared: int, stream, params) -> int:
@@ -197,7 +199,8 @@ class CubinLibrary:
         )
         stream = torch._C._cuda_getCurrentRawStream(self.device_index)
         if binary.dependent:
-            result = DRIVER.launch_dependent(binary.function, grid, 32 * binary.num_warps, binary.shared, stream, binary.params)
+            result = DRIVER.launch_dependent(binary.function, grid, 32 * binary.num_warps, binary.shared, stream,
+                                             binary.params)
         else:
             result = DRIVER.launch(binary.function, grid[0], grid[1], grid[2], 32 * binary.num_warps, 1, 1,
                                    binary.shared, stream, binary.params, None)
