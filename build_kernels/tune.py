@@ -80,8 +80,8 @@ def tune_linear(cfg) -> tuple[dict, list]:
     def launch(tile, c, s):
         grid = (triton.cdiv(c["N"], tile["BN"]),)
         run = linear_gemv_kernel.jit("triton")[grid]
-        return lambda: run(c["x"], c["w"][s], c["x"], c["out"], c["out"], c["N"], c["K"],
-                           HAS_BIAS=False, HAS_RES=False, PDL=False, **tile)
+        return lambda: run(c["x"], c["w"][s], c["x"], c["out"], c["x"], c["out"], c["N"], c["K"], 0.0,
+                           HAS_BIAS=False, HAS_RES=False, NORM=False, PDL=False, **tile)
 
     candidates = [{"BN": bn, "BK": bk, "num_warps": w}
                   for bn, bk, w in itertools.product((4, 8, 16, 32), (256, 512, 1024), WARPS)]
@@ -94,8 +94,7 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     N, K = (2 * I, H) if swiglu else (H, I)
     case = {"sets": SETS, "x": torch.randn(1 if swiglu else k, K, device="cuda"),
-            "ids": [torch.randperm(E, device="cuda")[:k].int() for _ in range(SETS)],
-            "gates": torch.rand(k, device="cuda"),
+            "logits": [torch.randn(1, E, device="cuda") for _ in range(SETS)],
             "w": [(torch.randint(-2**31, 2**31 - 1, (E, N, K // 8), dtype=torch.int32, device="cuda"),
                    torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda"),
                    torch.randn(E, N, device="cuda").bfloat16()) for _ in range(SETS)],
@@ -103,8 +102,9 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
 
     def launch(tile, c, s):
         run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, tile["BN"]), k if swiglu else 1)]
-        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0,
-                           SWIGLU=swiglu, PDL=False, **tile)
+        return lambda: run(c["x"], c["logits"][s], c["x"], *c["w"][s], c["out"], N, K, E, 7.0, 0.0, TOPK=k,
+                           SWIGLU=swiglu, NORM=False, BE=triton.next_power_of_2(E), BTOPK=triton.next_power_of_2(k),
+                           PDL=False, **tile)
 
     candidates = [{"BN": bn, "BKW": bkw, "num_warps": w}
                   for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]

@@ -25,15 +25,21 @@ from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 
 
+def _routing(T: int, E: int, k: int):
+    """Random router logits [T, E] and the top-k expert ids and softmax weights they select."""
+    logits = torch.randn(T, E, device="cuda")
+    top = torch.topk(logits, k)
+    return logits, top.indices.int(), torch.softmax(top.values, -1)
+
+
 def grouped(cfg, T: int, peak_tflops: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(T, H, device="cuda")
-    logits, ids = torch.topk(torch.randn(T, E, device="cuda"), k)
-    ids, gates = ids.int().contiguous(), torch.softmax(logits, -1).contiguous()
+    logits, ids, gates = _routing(T, E, k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(T, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).view(T, k, H).sum(1)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
+    err = rel_err(moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
     rows = []
@@ -57,7 +63,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
                          "mlp1_ms": t1, "mlp2_ms": t2,
                          "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
             print(rows[-1], flush=True)
-    total = do_bench(lambda: moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
+    total = do_bench(lambda: moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
     return {"tokens": T, "pairs": T * k, "rel_err": err, "moe_experts_ms": total,
             "useful_tflops": flops / (total * 1e-3) / 1e12,
             "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "tiles": rows}
@@ -66,15 +72,14 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
 def gemv(cfg, bandwidth: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(1, H, device="cuda")
-    ids = torch.randperm(E, device="cuda")[:k].int()[None]
-    gates = torch.softmax(torch.randn(1, k, device="cuda"), -1)
+    logits, ids, gates = _routing(1, E, k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(1, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)
-    err = rel_err(moe_experts(x, ids, gates, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
-    act = moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit)
-    t1 = do_bench(lambda: moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit), return_mode="median")
-    t2 = do_bench(lambda: moe_gemv_combine(act, ids, gates, w2, residual), return_mode="median")
+    err = rel_err(moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
+    act = moe_gemv_swiglu(x, logits, k, w1, cfg.swiglu_limit)
+    t1 = do_bench(lambda: moe_gemv_swiglu(x, logits, k, w1, cfg.swiglu_limit), return_mode="median")
+    t2 = do_bench(lambda: moe_gemv_combine(act, logits, k, w2, residual), return_mode="median")
     weight_bytes = k * (2 * I * H + H * I) * (0.5 + 1 / 32)  # packed FP4 + one scale byte per 32
     return {"rel_err": err, "mlp1_ms": t1, "mlp2_ms": t2, "bound_ms": weight_bytes / bandwidth * 1e3,
             "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}

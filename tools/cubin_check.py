@@ -63,12 +63,11 @@ def phase(name: str, size: str) -> dict:
 
     # Host time per launch of one small kernel: cubin and JIT alternately in this process (when
     # cubins are on), median of 7 rounds of 2000 launches each.
-    from tritonllm.kernels.rmsnorm import rmsnorm
+    from tritonllm.kernels.rmsnorm import Norm, rmsnorm
     from tritonllm.runtime import settings
 
     x = torch.randn(1, 2880, device="cuda")
-    scale = torch.ones(2880, device="cuda")
-    out_t = torch.empty_like(x)
+    norm = Norm(torch.ones(2880, device="cuda"), 1e-5)
     library = settings.cubin_libraries.get(torch.cuda.current_device())
     paths = {"cubin": library, "jit": None} if library is not None else {"jit": None}
     samples = {name: [] for name in paths}
@@ -76,11 +75,11 @@ def phase(name: str, size: str) -> dict:
         for name, lib in paths.items():
             settings.cubin_libraries[torch.cuda.current_device()] = lib
             for _ in range(50):
-                rmsnorm(x, scale, 1e-5, out=out_t)
+                rmsnorm(x, norm)
             torch.cuda.synchronize()
             t = time.perf_counter()
             for _ in range(2000):
-                rmsnorm(x, scale, 1e-5, out=out_t)
+                rmsnorm(x, norm)
             samples[name].append((time.perf_counter() - t) / 2000 * 1e6)
             torch.cuda.synchronize()
     settings.cubin_libraries[torch.cuda.current_device()] = library

@@ -13,8 +13,8 @@ from tritonllm.kernels.attention import attention_decode, attention_prefill, att
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
 from tritonllm.kernels.moe import moe_experts, swiglu_reference, topk_softmax
-from tritonllm.kernels.rmsnorm import rmsnorm, rmsnorm_reference
-from tritonllm.kernels.rope import kv_store, rope_qkv, rope_reference
+from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
+from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
 from tritonllm.model.reference import dequantize_mxfp4
 
 BF16_OUT = 1e-2  # outputs rounded to bf16 (relative rounding 2^-9, plus bf16 intermediates)
@@ -38,23 +38,31 @@ def check_embedding(device, V=1000, H=96, T=7) -> dict:
     return _result("embedding", {"V": V, "H": H, "T": T}, embedding(tokens, table), embedding_reference(tokens, table), 0.0)
 
 
-def check_rmsnorm(device, T=5, H=100, out_dtype=torch.float32) -> dict:
+def _norm(device, H) -> Norm:
+    return Norm(torch.randn(H, device=device), 1e-5)
+
+
+def check_rmsnorm(device, T=5, H=100) -> dict:
+    """The normed rows as bf16 hi + lo parts: together float32-accurate."""
     x = torch.randn(T, H, device=device) * 3
-    scale = torch.randn(H, device=device)
-    out = rmsnorm(x, scale, 1e-5, out_dtype=out_dtype)
-    bound = F32_OUT if out_dtype == torch.float32 else BF16_OUT
-    return _result("rmsnorm", {"T": T, "H": H}, out, rmsnorm_reference(x, scale, 1e-5), bound)
+    norm = _norm(device, H)
+    hi, lo = rmsnorm(x, norm)
+    out = hi.float() + lo.float()
+    return _result("rmsnorm", {"T": T, "H": H}, out, rmsnorm_reference(x, norm.scale, norm.eps), F32_OUT)
 
 
-def check_linear(device, M=37, N=300, K=200, bias=True, residual=True, out_dtype=torch.float32, x_dtype=torch.float32) -> dict:
-    x = torch.randn(M, K, device=device).to(x_dtype)
+def check_linear(device, M=37, N=300, K=200, bias=True, residual=True, out_dtype=torch.float32, x_dtype=torch.float32,
+                 norm=False) -> dict:
+    """norm: the input's RMSNorm fused (decode) or run first (prefill)."""
+    x = torch.randn(M, K, device=device).to(x_dtype) * (3 if norm else 1)
     w = (torch.randn(N, K, device=device) * 0.05).bfloat16()
     b = torch.randn(N, device=device).bfloat16() if bias else None
     r = torch.randn(M, N, device=device) if residual else None
-    ref = linear_reference(x, w, b, r)
-    out = linear(x, w, b, r.clone() if residual else None, out_dtype=out_dtype)
+    n = _norm(device, K) if norm else None
+    ref = linear_reference(x, w, b, r, n)
+    out = linear(x, w, b, r.clone() if residual else None, out_dtype=out_dtype, norm=n)
     bound = F32_OUT if out.dtype == torch.float32 else BF16_OUT
-    shape = {"M": M, "N": N, "K": K, "bias": bias, "residual": residual, "x": str(x_dtype)[6:]}
+    shape = {"M": M, "N": N, "K": K, "bias": bias, "residual": residual, "x": str(x_dtype)[6:], "norm": norm}
     return _result("linear", shape, out, ref, bound)
 
 
@@ -65,20 +73,37 @@ def _rope_inputs(device, T, NH, KVH, D, pos0):
     return qkv, pos, inv_freq
 
 
-def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5, rows=0) -> dict:
-    """rows > 0: decode (T = 1) writing into a cache of that many rows, which is checked too."""
+def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5) -> dict:
     qkv, pos, inv_freq = _rope_inputs(device, T, NH, KVH, D, pos0)
     q_ref = rope_reference(qkv[:, : NH * D].view(T, NH, D), pos, inv_freq, 1.35)
     k_ref = rope_reference(qkv[:, NH * D : (NH + KVH) * D].view(T, KVH, D), pos, inv_freq, 1.35)
     v_ref = qkv[:, (NH + KVH) * D :].float().view(T, KVH, D)
-    caches = (torch.randn(rows, KVH, D, device=device), torch.randn(rows, KVH, D, device=device)) if rows else ()
+    q, k, v = rope_qkv(qkv, pos, inv_freq, 1.35, NH)
+    out = torch.cat([t.flatten() for t in (q, k, v)])
+    ref = torch.cat([t.flatten() for t in (q_ref, k_ref, v_ref)])
+    return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0}, out, ref, F32_OUT)
+
+
+def check_qkv_rope_decode(device, NH=16, KVH=2, D=16, H=96, pos=4000, rows=8) -> dict:
+    """Decode's fused QKV: RMSNorm, projection, bias, RoPE, k and v into a cache of `rows` rows
+    at row pos % rows (the other rows keep what they held)."""
+    N = (NH + 2 * KVH) * D
+    x = torch.randn(1, H, device=device) * 3
+    w = (torch.randn(N, H, device=device) * 0.05).bfloat16()
+    b = torch.randn(N, device=device).bfloat16()
+    norm = _norm(device, H)
+    _, pos_t, inv_freq = _rope_inputs(device, 1, NH, KVH, D, pos)
+    qkv = linear_reference(x, w, b, norm=norm)
+    q_ref = rope_reference(qkv[:, : NH * D].view(1, NH, D), pos_t, inv_freq, 1.35)
+    k_ref = rope_reference(qkv[:, NH * D : (NH + KVH) * D].view(1, KVH, D), pos_t, inv_freq, 1.35)
+    caches = torch.randn(rows, KVH, D, device=device), torch.randn(rows, KVH, D, device=device)
     refs = [c.clone() for c in caches]
-    for ref, new in zip(refs, (k_ref, v_ref)):
-        ref[pos0 % rows] = new[0]
-    q, k, v = rope_qkv(qkv, pos, inv_freq, 1.35, NH, *caches)
-    out = torch.cat([t.flatten() for t in (q, k, v, *caches)])
-    ref = torch.cat([t.flatten() for t in (q_ref, k_ref, v_ref, *refs)])
-    return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0, "rows": rows}, out, ref, F32_OUT)
+    refs[0][pos % rows], refs[1][pos % rows] = k_ref[0], qkv[0, (NH + KVH) * D :].view(KVH, D)
+    q = qkv_rope_decode(x, w, b, norm, pos_t, inv_freq, 1.35, NH, *caches)
+    out = torch.cat([t.flatten() for t in (q, *caches)])
+    ref = torch.cat([t.flatten() for t in (q_ref, *refs)])
+    return _result("qkv_rope_decode", {"NH": NH, "KVH": KVH, "D": D, "H": H, "pos": pos, "rows": rows}, out, ref,
+                   F32_OUT)
 
 
 def check_kv_store(device, T=50, pos0=20, KVH=2, D=16, rows=8) -> dict:
@@ -171,18 +196,22 @@ def moe_reference(x, ids, gates, w1, w2, limit) -> torch.Tensor:
     return y
 
 
-def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 121)) -> dict:
-    """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine. Up to
-    GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
+def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 121), norm=False) -> dict:
+    """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine; norm: of the input,
+    fused. Up to GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
-    ids, gates = topk_softmax(torch.randn(T, E, device=device), K)
+    logits = torch.randn(T, E, device=device)
+    top = torch.topk(logits, K)
+    ids, gates = top.indices, torch.softmax(top.values, -1)
     w1 = random_experts(device, E, 2 * I, H, scale_codes)
     w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
-    out = moe_experts(x, ids, gates, w1, w2, limit, residual=residual.clone())
+    n = _norm(device, H) if norm else None
+    out = moe_experts(x, logits, K, w1, w2, limit, residual=residual.clone(), norm=n)
 
-    ref = residual.double() + moe_reference(x, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
-    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I}, out, ref, F32_OUT)
+    h = rmsnorm_reference(x, n.scale, n.eps) if norm else x
+    ref = residual.double() + moe_reference(h, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
+    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, ref, F32_OUT)
 
 
 def run_kernel_checks(device, large: bool) -> list[dict]:
@@ -191,12 +220,13 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         return [
             check_embedding(device), check_rmsnorm(device), check_linear(device),
             check_linear(device, M=1, bias=False, residual=False, out_dtype=torch.bfloat16, x_dtype=torch.bfloat16),
-            check_rope(device), check_rope(device, T=1, pos0=4000, rows=8), check_kv_store(device),
+            check_linear(device, M=1, norm=True), check_linear(device, M=9, norm=True),
+            check_rope(device), check_qkv_rope_decode(device), check_kv_store(device),
             check_attention_prefill(device), check_attention_prefill(device, window=0, pos0=0, T=40),
             check_attention_prefill(device, T=50, pos0=20, window=8),
             check_attention_decode(device), check_attention_decode(device, window=0),
             check_attention_decode(device, pos=4000, window=8), check_topk_softmax(device),
-            check_moe(device),
+            check_moe(device), check_moe(device, T=1, norm=True), check_moe(device, norm=True),
         ]
     return [
         check_embedding(device, V=201088, H=2880, T=64),
@@ -204,9 +234,12 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_linear(device, M=512, N=5120, K=2880, residual=False),
         check_linear(device, M=64, N=640, K=2880, out_dtype=torch.bfloat16, x_dtype=torch.bfloat16),
         check_linear(device, M=1, N=2880, K=4096),
-        check_linear(device, M=1, N=201088, K=2880, bias=False, residual=False),
+        check_linear(device, M=1, N=5120, K=2880, residual=False, norm=True),
+        check_linear(device, M=512, N=5120, K=2880, residual=False, norm=True),
+        check_linear(device, M=1, N=201088, K=2880, bias=False, residual=False, norm=True),
         check_rope(device, T=512, NH=64, KVH=8, D=64, pos0=100),
-        check_rope(device, T=1, NH=64, KVH=8, D=64, pos0=4000, rows=128),
+        check_qkv_rope_decode(device, NH=64, KVH=8, D=64, H=2880, pos=4000, rows=128),
+        check_qkv_rope_decode(device, NH=64, KVH=8, D=64, H=2880, pos=4000, rows=8192),
         check_kv_store(device, T=2048, pos0=300, KVH=8, D=64, rows=128),
         check_kv_store(device, T=300, pos0=700, KVH=8, D=64, rows=8192),
         check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=128, ctx=1024),
@@ -214,8 +247,11 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=0, ctx=1024),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),
+        check_attention_decode(device, pos=30000, NH=64, KVH=8, D=64, window=0, ctx=32768),
         check_topk_softmax(device, T=512, E=128, K=4),
         check_moe(device, T=1, E=32, K=4, H=2880, I=2880),
+        check_moe(device, T=1, E=32, K=4, H=2880, I=2880, norm=True),
+        check_moe(device, T=512, E=32, K=4, H=2880, I=2880, norm=True),
         check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
         check_moe(device, T=600, E=4, K=2, H=256, I=128),
     ]

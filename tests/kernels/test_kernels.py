@@ -12,15 +12,17 @@ CASES = [
     ("embedding_ragged", kc.check_embedding, {"V": 37, "H": 33, "T": 1}),
     ("rmsnorm", kc.check_rmsnorm, {}),
     ("rmsnorm_ragged", kc.check_rmsnorm, {"T": 1, "H": 2880}),
-    ("rmsnorm_bf16_out", kc.check_rmsnorm, {"out_dtype": torch.bfloat16}),
     ("linear_bias_residual", kc.check_linear, {}),
     ("linear_decode", kc.check_linear, {"M": 1, "N": 77, "K": 45, "bias": False, "residual": False}),
     ("linear_bf16", kc.check_linear, {"M": 5, "N": 40, "K": 64, "x_dtype": torch.bfloat16, "out_dtype": torch.bfloat16}),
     ("linear_ragged", kc.check_linear, {"M": 70, "N": 19, "K": 300, "residual": False}),
+    ("linear_decode_fused_norm", kc.check_linear, {"M": 1, "N": 50, "K": 300, "norm": True}),
+    ("linear_prefill_norm", kc.check_linear, {"M": 20, "N": 50, "K": 96, "norm": True}),
     ("rope", kc.check_rope, {}),
     ("rope_gqa8_d64", kc.check_rope, {"T": 3, "NH": 16, "KVH": 2, "D": 64, "pos0": 4000}),
-    ("rope_decode_into_ring", kc.check_rope, {"T": 1, "pos0": 4000, "rows": 8}),
-    ("rope_decode_into_full_cache", kc.check_rope, {"T": 1, "pos0": 37, "rows": 64}),
+    ("qkv_rope_decode_into_ring", kc.check_qkv_rope_decode, {}),
+    ("qkv_rope_decode_into_full_cache", kc.check_qkv_rope_decode, {"pos": 37, "rows": 64}),
+    ("qkv_rope_decode_head_dim_64", kc.check_qkv_rope_decode, {"NH": 8, "KVH": 2, "D": 64, "pos": 5, "rows": 8}),
     ("kv_store_chunk_longer_than_ring", kc.check_kv_store, {}),
     ("kv_store_chunk_shorter_than_ring", kc.check_kv_store, {"T": 3, "pos0": 14, "rows": 8}),
     ("kv_store_full_cache", kc.check_kv_store, {"T": 13, "pos0": 27, "rows": 64}),
@@ -41,10 +43,16 @@ CASES = [
     ("decode_far_beyond_the_ring", kc.check_attention_decode, {"pos": 4000, "window": 8, "ctx": 8192}),
     ("decode_ring_of_a_short_context", kc.check_attention_decode, {"pos": 5, "window": 8, "ctx": 6}),
     ("decode_many_splits", kc.check_attention_decode, {"pos": 4500, "window": 0, "ctx": 4608, "NH": 8, "KVH": 1}),
+    ("decode_more_splits_than_a_merge_block", kc.check_attention_decode,
+     {"pos": 19000, "window": 0, "ctx": 20480, "NH": 8, "KVH": 1}),
+    ("decode_some_splits_without_keys", kc.check_attention_decode,
+     {"pos": 2100, "window": 0, "ctx": 20480, "NH": 8, "KVH": 1}),
     ("topk", kc.check_topk_softmax, {}),
     ("topk_128_experts", kc.check_topk_softmax, {"T": 5, "E": 128, "K": 4}),
     ("moe", kc.check_moe, {}),
     ("moe_one_token_gemv", kc.check_moe, {"T": 1, "E": 32, "K": 4, "H": 64, "I": 32}),
+    ("moe_one_token_gemv_fused_norm", kc.check_moe, {"T": 1, "E": 32, "K": 4, "H": 64, "I": 32, "norm": True}),
+    ("moe_grouped_norm", kc.check_moe, {"T": 9, "norm": True}),
     ("moe_two_tokens_gemv", kc.check_moe, {"T": 2, "E": 8, "K": 4, "H": 96, "I": 64}),
     ("moe_big_tiles", kc.check_moe, {"T": 140, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_ragged_hidden", kc.check_moe, {"T": 20, "E": 6, "K": 2, "H": 160, "I": 96}),
@@ -87,12 +95,8 @@ def test_launcher_rejects_bad_shapes():
 
 def test_ring_cache_misuse_is_refused():
     from tritonllm.kernels.attention import attention_prefill
-    from tritonllm.kernels.rope import rope_qkv
 
-    qkv, pos, inv_freq = kc._rope_inputs(CPU, 2, 16, 2, 16, 5)
     ring = torch.zeros(8, 2, 16)
-    with pytest.raises(ValueError, match="a prefill chunk is stored by kv_store after attention"):
-        rope_qkv(qkv, pos, inv_freq, 1.0, 16, ring, ring.clone())
     q, k = torch.randn(2, 16, 16), torch.randn(2, 2, 16)
     with pytest.raises(ValueError, match="a cache of 8 rows lost positions before 20"):
         attention_prefill(q, ring, ring, k, k, torch.zeros(16), 20, 0.25, window=16)

@@ -111,14 +111,15 @@ def test_arguments_outside_the_specialization_go_to_jit():
     library.binaries[("rmsnorm_kernel", key)] = Binary.for_key("rmsnorm_kernel", None, entry, key)
     x = torch.empty(2, 2880)
     scale = torch.ones(2880)
-    aligned = (x, scale, x, 2880, 1e-5)
+    hi, lo = torch.empty(2, 2880, dtype=torch.bfloat16), torch.empty(2, 2880, dtype=torch.bfloat16)
+    aligned = (x, scale, hi, lo, 2880, 1e-5)
     kwargs = {"BLOCK_H": 4096, "num_warps": 4}
     assert specialize(rmsnorm_kernel, 90, aligned, kwargs)[0] == key
     storage = torch.empty(2 * 2880 + 1)
     misaligned = storage[1:].view(2, 2880)  # 4 bytes past a 16-byte boundary
     assert misaligned.data_ptr() % 16
-    assert specialize(rmsnorm_kernel, 90, (misaligned, scale, x, 2880, 1e-5), kwargs)[0] != key
-    assert library.launch(rmsnorm_kernel, (2,), (misaligned, scale, x, 2880, 1e-5), kwargs) is False
+    assert specialize(rmsnorm_kernel, 90, (misaligned, scale, hi, lo, 2880, 1e-5), kwargs)[0] != key
+    assert library.launch(rmsnorm_kernel, (2,), (misaligned, scale, hi, lo, 2880, 1e-5), kwargs) is False
     assert library.fallbacks == {"rmsnorm_kernel": "no cubin for this specialization"}
 
 
@@ -165,17 +166,20 @@ def test_tuned_configurations_are_per_architecture():
     assert tuning.config("linear_gemv", 86) == tuning.DEFAULTS["linear_gemv"]  # not measured: the rule
 
 
-def test_decode_gemvs_are_programmatic_dependent_launches_on_sm90_only():
-    """The GEMVs call wait_for_inputs, so on sm90 their cubins are built and launched as
-    programmatic dependents (they may start while the previous kernel ends); no other kernel,
-    and no architecture without griddepcontrol, may be launched that way."""
+DEPENDENT_KERNELS = ("linear_gemv_kernel", "moe_gemv_kernel", "attention_decode_kernel", "qkv_rope_decode_kernel")
+
+
+def test_decode_kernels_are_programmatic_dependent_launches_on_sm90_only():
+    """The decode step's kernels call wait_for_inputs, so on sm90 their cubins are built and
+    launched as programmatic dependents (they may start while the previous kernel ends); no
+    other kernel, and no architecture without griddepcontrol, may be launched that way."""
     manifest = read_manifest(DEFAULT_CUBIN_DIR)
     for arch in ARCHS:
         for entry in manifest["archs"][str(arch)]:
             key = key_from_json(entry["key"])
             binary = Binary.for_key(entry["kernel"], None, entry, key)
-            expected = arch >= 90 and entry["kernel"] in ("linear_gemv_kernel", "moe_gemv_kernel")
+            expected = arch >= 90 and entry["kernel"] in DEPENDENT_KERNELS
             assert binary.dependent == expected, (arch, entry["kernel"])
             pdl_flag = [value for (ty, value) in key[0] if ty == "constexpr"][-1]
-            if entry["kernel"] in ("linear_gemv_kernel", "moe_gemv_kernel"):
+            if entry["kernel"] in DEPENDENT_KERNELS:
                 assert pdl_flag == expected  # the kernel waits exactly when launched as a dependent

@@ -11,19 +11,21 @@ and denominator (prefill) or joins in the combine (decode).
   before pos0 from the cache, the chunk's own keys from its k and v (the cache gets them
   after attention, from kv_store).
 - decode: one query whose position is read on the device (CUDA-graph friendly); its key is
-  already in the cache. The keys are split into fixed chunks across programs, then a
-  combine kernel merges the partials.
+  already in the cache. The keys are split into fixed chunks across programs; the last
+  program of each kv head to finish merges the partials.
 """
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, dot, dot_f32, next_pow2, on_gpu
+from tritonllm.kernels.common import check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, wait_for_inputs
 from tritonllm.runtime.kernel import kernel
+from tritonllm.runtime.target import arch_of
 
 LOG2E = math.log2(math.e)
 
@@ -90,10 +92,16 @@ def attention_prefill_kernel(
 
 @kernel(dynamic=("rows",))
 def attention_decode_kernel(
-    q_ptr, k_ptr, v_ptr, pos_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
+    q_ptr, k_ptr, v_ptr, pos_ptr, sinks_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, arrivals_ptr, out_ptr,
     rows, qk_scale, window, NH, KVH,
-    G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
+    G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BN: tl.constexpr, BS: tl.constexpr,
+    F32: tl.constexpr, PDL: tl.constexpr,
 ):
+    """Grid (kv heads, splits): program (kvh, s) attends the G query heads of kv head kvh to
+    keys s*SPLIT.. of the query's range and stores its partial (max, sum, acc); the split
+    that finishes last for a kv head (counted in arrivals[kvh], reset by that split) merges
+    them, so the whole decode attention is one launch."""
+    wait_for_inputs(PDL)
     kvh, split = tl.program_id(0), tl.program_id(1)
     pos = tl.load(pos_ptr)  # the query's position: keys [first, pos], at most `rows` of them
     first = tl.where(window > 0, tl.maximum(pos - window + 1, 0), 0)
@@ -117,29 +125,40 @@ def attention_decode_kernel(
     tl.store(part_m_ptr + part, m_i, mask=g_ok)
     tl.store(part_l_ptr + part, l_i, mask=g_ok)
     tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
+    # Every thread's partial is stored before the count; the atomic orders them (release)
+    # before the merging split's loads (acquire), which bypass L1 (.cg): the scratch is reused.
+    tl.debug_barrier()
+    n_splits = tl.num_programs(1)
+    if tl.atomic_add(arrivals_ptr + kvh, 1, sem="acq_rel") == n_splits - 1:
+        out = _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, head, g_ok, n_splits, NH, D, BS)
+        tl.store(out_ptr + (head * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])
+        tl.store(arrivals_ptr + kvh, 0)  # ready for the next layer's attention
 
 
-@kernel(dynamic=("n_splits",))
-def attention_combine_kernel(
-    part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr, n_splits, NH,
-    D: tl.constexpr, BH: tl.constexpr,
-):
-    head = tl.program_id(0) * BH + tl.arange(0, BH)
-    h_ok = head < NH
+@triton.jit
+def _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, head, g_ok, n_splits, NH, D: tl.constexpr,
+                  BS: tl.constexpr):
+    """softmax-weighted merge of n_splits partials of the heads `head` [BG], BS splits at a
+    time, with the sink as one more logit of zero value. Returns the attention output [BG, D]."""
+    m_all = tl.load(sinks_ptr + head, mask=g_ok, other=0.0).to(tl.float32) * 1.4426950408889634
+    l_all = tl.full(m_all.shape, 1.0, tl.float32)  # the sink's exp2(sink - m_all)
+    acc = tl.zeros([head.shape[0], D], dtype=tl.float32)
+    s_in = tl.arange(0, BS)
     d = tl.arange(0, D)
-    sink = tl.load(sinks_ptr + head, mask=h_ok, other=0.0).to(tl.float32) * 1.4426950408889634
-    m_all = sink
-    for s in range(0, n_splits):
-        m_all = tl.maximum(m_all, tl.load(part_m_ptr + s * NH + head, mask=h_ok, other=float("-inf")))
-    denom = tl.exp2(sink - m_all)
-    acc = tl.zeros([BH, D], dtype=tl.float32)
-    for s in range(0, n_splits):
-        w = tl.exp2(tl.load(part_m_ptr + s * NH + head, mask=h_ok, other=float("-inf")) - m_all)  # [BH]
-        denom += tl.load(part_l_ptr + s * NH + head, mask=h_ok, other=0.0) * w
-        pacc = tl.load(part_acc_ptr + ((s * NH + head) * D)[:, None] + d[None, :], mask=h_ok[:, None], other=0.0)
-        acc += pacc * w[:, None]
-    out = out_ptr + (head * D)[:, None] + d[None, :]
-    tl.store(out, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=h_ok[:, None])
+    for s0 in range(0, n_splits, BS):
+        ok = ((s0 + s_in) < n_splits)[:, None] & g_ok[None, :]
+        part = (s0 + s_in)[:, None] * NH + head[None, :]  # [BS, BG]
+        m = tl.load(part_m_ptr + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
+        l = tl.load(part_l_ptr + part, mask=ok, other=0.0, cache_modifier=".cg")
+        pacc = tl.load(part_acc_ptr + (part * D)[:, :, None] + d[None, None, :], mask=ok[:, :, None], other=0.0,
+                       cache_modifier=".cg")  # [BS, BG, D]
+        m_new = tl.maximum(m_all, tl.max(m, axis=0))  # finite: the sink is
+        alpha = tl.exp2(m_all - m_new)
+        w = tl.exp2(m - m_new[None, :])  # 0 for splits without keys (m = -inf)
+        l_all = l_all * alpha + tl.sum(l * w, axis=0)
+        acc = acc * alpha[:, None] + tl.sum(pacc * w[:, :, None], axis=0)
+        m_all = m_new
+    return acc / l_all[:, None]
 
 
 def _check_common(q, k_cache, v_cache, sinks):
@@ -181,6 +200,33 @@ def attention_prefill(
     return out
 
 
+@dataclass
+class DecodeScratch:
+    """attention_decode's partial results (m, l [splits, NH], acc [splits, NH, D]) and its
+    arrival count per kv head (zero between launches: the merging split resets it)."""
+
+    m: torch.Tensor
+    l: torch.Tensor
+    acc: torch.Tensor
+    arrivals: torch.Tensor
+
+    @property
+    def splits(self) -> int:
+        return self.m.shape[0]
+
+    @staticmethod
+    def allocate(cache_rows: Iterable[int], num_heads: int, num_kv_heads: int, head_dim: int, device) -> "DecodeScratch":
+        """Big enough for every cache of the given row counts."""
+        on_cpu = torch.device(device).type == "cpu"
+        n = max(decode_splits(rows, on_cpu) for rows in cache_rows)
+        return DecodeScratch(
+            torch.empty(n, num_heads, dtype=torch.float32, device=device),
+            torch.empty(n, num_heads, dtype=torch.float32, device=device),
+            torch.empty(n, num_heads, head_dim, dtype=torch.float32, device=device),
+            torch.zeros(num_kv_heads, dtype=torch.int32, device=device),
+        )
+
+
 def decode_split(rows: int, on_cpu: bool) -> int:
     """Keys per decode program over a cache of `rows` rows (it attends at most that many keys):
     enough programs to fill the GPU over a long context, one or two over a sliding window's ring."""
@@ -195,39 +241,31 @@ def decode_splits(rows: int, on_cpu: bool) -> int:
 def attention_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, sinks: torch.Tensor,
     pos: torch.Tensor, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
-    scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    scratch: DecodeScratch | None = None,
 ) -> torch.Tensor:
     """One query q [1, NH, D] at the position held in `pos` [1] int32 (on the device); the
     caches [rows, KVH, D] hold its keys max(0, pos - window + 1)..pos (all 0..pos if window
-    is 0) at row p % rows. Returns [1, NH, D]. `scratch` = decode_scratch(...) to reuse."""
+    is 0) at row p % rows. Returns [1, NH, D]. `scratch` = DecodeScratch.allocate(...) to reuse."""
     NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
     check(q.shape[0] == 1 and pos.numel() == 1, "attention_decode: one query at a time")
     rows = k_cache.shape[0]
     split = decode_split(rows, not on_gpu(q))
     n_splits = decode_splits(rows, not on_gpu(q))
-    part_m, part_l, part_acc = scratch if scratch is not None else decode_scratch([rows], NH, D, q.device)
-    check(part_m.shape[0] >= n_splits, f"attention_decode: scratch for {part_m.shape[0]} splits, {n_splits} needed")
+    if scratch is None:
+        scratch = DecodeScratch.allocate([rows], NH, KVH, D, q.device)
+    check(scratch.splits >= n_splits and scratch.arrivals.numel() >= KVH,
+          f"attention_decode: scratch for {scratch.splits} splits, {n_splits} needed")
     if out is None:
         out = torch.empty_like(q)
     BN = 64 if on_gpu(q) else 256
+    arch = arch_of(q)
     attention_decode_kernel[(KVH, n_splits)](
-        q, k_cache, v_cache, pos, part_m, part_l, part_acc, rows, sm_scale * LOG2E, window, NH, KVH,
-        G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4,
+        q, k_cache, v_cache, pos, sinks, scratch.m, scratch.l, scratch.acc, scratch.arrivals, out,
+        rows, sm_scale * LOG2E, window, NH, KVH,
+        G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, BS=8, F32=dot_f32(q), num_warps=4,
+        **dependent_launch_args(arch),
     )
-    BH = 8 if on_gpu(q) else next_pow2(NH)
-    attention_combine_kernel[(triton.cdiv(NH, BH),)](part_m, part_l, part_acc, sinks, out, n_splits, NH, D=D, BH=BH, num_warps=4)
     return out
-
-
-def decode_scratch(cache_rows: Iterable[int], num_heads: int, head_dim: int, device) -> tuple[torch.Tensor, ...]:
-    """Partial results of attention_decode, big enough for every cache of the given row counts."""
-    on_cpu = torch.device(device).type == "cpu"
-    n = max(decode_splits(rows, on_cpu) for rows in cache_rows)
-    return (
-        torch.empty(n, num_heads, dtype=torch.float32, device=device),
-        torch.empty(n, num_heads, dtype=torch.float32, device=device),
-        torch.empty(n, num_heads, head_dim, dtype=torch.float32, device=device),
-    )
 
 
 def attention_reference(

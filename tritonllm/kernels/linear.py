@@ -1,5 +1,5 @@
-"""Dense matmul of activations with bf16 weights, fused bias and residual:
-out = x @ w.T + bias (+ residual). Float32 activations keep float32 accuracy (see `dot`).
+"""Dense matmul of activations with bf16 weights, fused RMSNorm, bias and residual:
+out = norm(x) @ w.T + bias (+ residual). Float32 activations keep float32 accuracy (see `dot`).
 
 Used for the QKV and output projections, the router gate and the unembedding. The weight
 is stored as on disk, [N, K] row-major, so a tile of it is read along K contiguously.
@@ -12,6 +12,7 @@ import triton.language as tl
 
 from tritonllm.kernels import tuning
 from tritonllm.kernels.common import check, dependent_launch_args, dot, dot_f32, next_pow2, split_bf16, wait_for_inputs
+from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
@@ -50,32 +51,56 @@ def linear_kernel(
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@kernel
-def linear_gemv_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, N, K,
-    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
-):
-    """One activation row (decode): float32 FMAs over BN weight rows, K in chunks of BK.
-    (PDL: see `wait_for_inputs`. Loading the first weight chunk before the wait and the rest
-    one step ahead was measured slower on the H100: 0.99 -> 1.05 ms per decode step.)"""
-    wait_for_inputs(PDL)
-    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+@triton.jit
+def gemv_rows(x_ptr, w_ptr, norm_ptr, rows, r_ok, K, eps, NORM: tl.constexpr, BK: tl.constexpr):
+    """W[rows] @ x for one activation row x [K] float32 and weight rows [BN] of w [*, K] bf16:
+    float32 FMAs, K in chunks of BK. NORM: x is the raw residual and the RMSNorm (scale at
+    norm_ptr) is applied on the way (see kernels.rmsnorm). Returns [BN] float32."""
     rk = tl.arange(0, BK)
-    n_ok = rn < N
-    w_ptrs = w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :]
-    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    w_ptrs = w_ptr + rows[:, None].to(tl.int64) * K + rk[None, :]
+    acc = tl.zeros((rows.shape[0], BK), dtype=tl.float32)
+    sum_sq = tl.zeros((BK,), dtype=tl.float32)
     for k in range(0, K, BK):
         k_ok = k + rk < K
         x = tl.load(x_ptr + k + rk, mask=k_ok, other=0.0).to(tl.float32)
-        w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        if NORM:
+            sum_sq += x * x
+            x *= tl.load(norm_ptr + k + rk, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_ptrs, mask=r_ok[:, None] & k_ok[None, :], other=0.0)
         acc += w.to(tl.float32) * x[None, :]
         w_ptrs += BK
     out = tl.sum(acc, axis=1)
+    if NORM:
+        out *= rstd(tl.sum(sum_sq, axis=0), K, eps)
+    return out
+
+
+@kernel
+def linear_gemv_kernel(
+    x_ptr, w_ptr, bias_ptr, res_ptr, norm_ptr, out_ptr, N, K, eps,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """One activation row (decode), BN weight rows per program (see `gemv_rows`). (PDL: see
+    `wait_for_inputs`. Loading the first weight chunk before the wait and the rest one step
+    ahead was measured slower on the H100: 0.99 -> 1.05 ms per decode step.)"""
+    wait_for_inputs(PDL)
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    n_ok = rn < N
+    out = gemv_rows(x_ptr, w_ptr, norm_ptr, rn, n_ok, K, eps, NORM, BK)
     if HAS_BIAS:
         out += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
     if HAS_RES:
         out += tl.load(res_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + rn, out.to(out_ptr.dtype.element_ty), mask=n_ok)
+
+
+def gemv_tile(arch: int, N: int, K: int) -> dict:
+    """BN, BK, num_warps of the decode GEMV: tuned on GPUs; the interpreter pays per program,
+    so it gets whole matrices."""
+    if arch == CPU:
+        return {"BN": min(4096, next_pow2(N)), "BK": min(256, next_pow2(K)), "num_warps": 4}
+    return tuning.config("linear_gemv", arch)
 
 
 def _blocks(M: int, N: int, K: int, arch: int) -> tuple[int, int, int, int]:
@@ -97,31 +122,37 @@ def linear(
     residual: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
+    norm: Norm | None = None,
 ) -> torch.Tensor:
     """x [M, K] float32 or bf16, w [N, K] bf16, bias [N], residual [M, N] -> out [M, N] (`out_dtype`,
-    or the residual's dtype; pass out=residual to accumulate in place)."""
+    or the residual's dtype; pass out=residual to accumulate in place). With `norm`, the input
+    is norm(x) (x float32)."""
     check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
     check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")
     M, K = x.shape
     N = w.shape[0]
     check(bias is None or bias.shape == (N,), "linear: bias must be [N]")
     check(residual is None or (residual.shape == (M, N) and residual.is_contiguous()), "linear: residual must be [M, N]")
+    check(norm is None or (x.dtype == torch.float32 and norm.scale.shape == (K,)), "linear: norm needs float32 x, scale [K]")
     if out is None:
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
     if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
         arch = arch_of(x)
-        tile = tuning.config("linear_gemv", arch) if arch != CPU else {
-            "BN": min(4096, next_pow2(N)), "BK": min(256, next_pow2(K)), "num_warps": 4}
+        tile = gemv_tile(arch, N, K)
         linear_gemv_kernel[(triton.cdiv(N, tile["BN"]),)](
-            x, w, bias_arg, res_arg, out, N, K, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+            x, w, bias_arg, res_arg, x if norm is None else norm.scale, out, N, K, 0.0 if norm is None else norm.eps,
+            HAS_BIAS=bias is not None, HAS_RES=residual is not None, NORM=norm is not None,
             **tile, **dependent_launch_args(arch),
         )
         return out
     BM, BN, BK, warps = _blocks(M, N, K, arch_of(x))
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     # Split float32 x into bf16 hi + lo once, not in each of the N/BN programs that read it.
-    x, x_lo = split_bf16(x) if x.dtype == torch.float32 else (x, None)
+    if norm is not None:
+        x, x_lo = rmsnorm(x, norm)
+    else:
+        x, x_lo = split_bf16(x) if x.dtype == torch.float32 else (x, None)
     linear_kernel[grid](
         x, x if x_lo is None else x_lo, w, bias_arg, res_arg, out, M, N, K,
         HAS_LO=x_lo is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
@@ -130,7 +161,9 @@ def linear(
     return out
 
 
-def linear_reference(x, w, bias=None, residual=None) -> torch.Tensor:
+def linear_reference(x, w, bias=None, residual=None, norm: Norm | None = None) -> torch.Tensor:
+    if norm is not None:
+        x = rmsnorm_reference(x, norm.scale, norm.eps)
     out = x.float() @ w.float().T
     if bias is not None:
         out = out + bias.float()

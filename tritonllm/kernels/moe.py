@@ -9,15 +9,16 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
    epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
-Decode (a few pairs) skips 2-5 for `moe_gemv_kernel`, matrix-vector products with float32
-FMAs and no padding to tensor-core tiles: mlp1 with one program per (row block, pair), then
-mlp2 with one program per (row block, token) that runs the token's k experts and adds them
-into the residual (the combine, fused). `moe_experts` picks the path.
+Decode (a few pairs) skips 1-5 for `moe_gemv_kernel`, matrix-vector products with float32
+FMAs and no padding to tensor-core tiles, whose programs each route their token from the
+router logits: mlp1 (with the RMSNorm of its input fused) with one program per (row block,
+pair), then mlp2 with one program per (row block, token) that runs the token's k experts and
+adds them into the residual (the combine, fused). `moe_experts` picks the path.
 
 Expert weights stay packed as on disk (see tritonllm.model.weights). The grouped matmuls
 decode each BN x BK weight tile once in registers to bf16 (exact: FP4 times a power of two)
 and use it for all BM rows of the tile; their float32 inputs arrive already split into bf16
-hi + lo arrays (`split_bf16`, and mlp1's epilogue for mlp2), so the K loop only loads,
+hi + lo arrays (`rmsnorm` or `split_bf16`, and mlp1's epilogue for mlp2), so the K loop only loads,
 decodes and multiplies: two tensor-core products per step (see kernels.common.dot).
 """
 
@@ -29,11 +30,31 @@ from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
     check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
 )
+from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
 GEMV_MAX_PAIRS = 8  # up to this many (token, expert) pairs, experts run as matrix-vector products
 SWIGLU_ALPHA = tl.constexpr(1.702)
+
+
+@triton.jit
+def _topk_softmax(v, e, E, K: tl.constexpr, BK: tl.constexpr):
+    """Router logits v [BT, BE] of experts e [BE] (E real) -> the K largest as expert ids
+    [BT, BK] (descending, lowest id first among equals) and their softmax weights [BT, BK]
+    (columns K.. are padding: id 0, weight 0)."""
+    v = tl.where((e < E)[None, :], v, float("-inf"))
+    kk = tl.arange(0, BK)
+    top_v = tl.full([v.shape[0], BK], float("-inf"), tl.float32)
+    top_i = tl.zeros([v.shape[0], BK], dtype=tl.int32)
+    for j in tl.static_range(K):
+        best = tl.max(v, axis=1)
+        idx = tl.min(tl.where(v == best[:, None], e[None, :], v.shape[1]), axis=1)
+        top_v = tl.where(kk[None, :] == j, best[:, None], top_v)
+        top_i = tl.where(kk[None, :] == j, idx[:, None], top_i)
+        v = tl.where(e[None, :] == idx[:, None], float("-inf"), v)
+    w = tl.where(kk[None, :] < K, tl.exp(top_v - tl.max(top_v, axis=1)[:, None]), 0.0)
+    return top_i, w / tl.sum(w, axis=1)[:, None]
 
 
 @kernel(dynamic=("T",))
@@ -44,21 +65,12 @@ def topk_softmax_kernel(
     t_ok = t < T
     e = tl.arange(0, BE)
     v = tl.load(logits_ptr + t[:, None] * E + e[None, :], mask=t_ok[:, None] & (e < E)[None, :], other=0.0)
-    v = tl.where((e < E)[None, :], v, float("-inf"))
+    top_i, w = _topk_softmax(v, e, E, K, BK)
     kk = tl.arange(0, BK)
-    top_v = tl.full([BT, BK], float("-inf"), tl.float32)
-    top_i = tl.zeros([BT, BK], dtype=tl.int32)
-    for j in tl.static_range(K):  # descending, lowest index first among equals
-        best = tl.max(v, axis=1)
-        idx = tl.min(tl.where(v == best[:, None], e[None, :], BE), axis=1)
-        top_v = tl.where(kk[None, :] == j, best[:, None], top_v)
-        top_i = tl.where(kk[None, :] == j, idx[:, None], top_i)
-        v = tl.where(e[None, :] == idx[:, None], float("-inf"), v)
-    w = tl.where(kk[None, :] < K, tl.exp(top_v - tl.max(top_v, axis=1)[:, None]), 0.0)
     out = t[:, None] * K + kk[None, :]
     mask = t_ok[:, None] & (kk < K)[None, :]
     tl.store(ids_ptr + out, top_i, mask=mask)
-    tl.store(gates_ptr + out, w / tl.sum(w, axis=1)[:, None], mask=mask)
+    tl.store(gates_ptr + out, w, mask=mask)
 
 
 @kernel(dynamic=("R", "n_tiles"))
@@ -227,32 +239,46 @@ def _split8(xs, BKW: tl.constexpr):
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
+@triton.jit
+def _pick(values, kk, j):
+    """values[:, j] of a [1, BK] routing row, as a scalar."""
+    return tl.sum(tl.sum(tl.where(kk == j, values, 0), axis=1), axis=0)
+
+
 @kernel
 def moe_gemv_kernel(
-    x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr,
-    N, K, TOPK, limit,
-    SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr, PDL: tl.constexpr,
+    x_ptr, logits_ptr, norm_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr,
+    N, K, E, limit, eps,
+    TOPK: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr, BE: tl.constexpr, BTOPK: tl.constexpr,
+    BN: tl.constexpr, BKW: tl.constexpr, PDL: tl.constexpr,
 ):
     """Expert matrix-vector products over N weight rows of K values, BN rows per program.
+    Each program routes its token itself from the router logits [T, E] (the top TOPK experts
+    and their softmax weights), so no top-k kernel runs in decode.
 
     SWIGLU (mlp1), grid (row blocks, pairs): out[pair] = SwiGLU(W[e] @ x[pair // TOPK] + b[e])
-    (rows 2j, 2j+1 -> output j). Else (mlp2), grid (row blocks, tokens): out[t] += sum over
-    the token's TOPK pairs of gate * (W[e] @ x[pair] + b[e]), out being the residual stream;
-    the experts' chunks stream through one loop, so the next expert's first chunk is already
-    loading while the last one is used.
+    (rows 2j, 2j+1 -> output j); NORM: x is the raw residual, RMSNorm'd on the way (scale at
+    norm_ptr, see kernels.rmsnorm). Else (mlp2), grid (row blocks, tokens): out[t] += sum
+    over the token's TOPK pairs of gate * (W[e] @ x[pair] + b[e]), out being the residual
+    stream; the experts' chunks stream through one loop, so the next expert's first chunk is
+    already loading while the last one is used.
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
     low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use (H100, 20b shapes,
     one pair per program, BN 16 x 64 words: mlp1 24.3 -> 23.2 us, mlp2 14.6 -> 14.2). The
-    expert ids come from the kernel just before (PDL: see `wait_for_inputs`), so nothing
+    router logits come from the kernel just before (PDL: see `wait_for_inputs`), so nothing
     loads before the wait.
     """
     wait_for_inputs(PDL)
     pid_n, pid = tl.program_id(0), tl.program_id(1)
     if SWIGLU:
-        first, pairs = pid, 1
+        token, first, pairs = pid // TOPK, pid % TOPK, 1
     else:
-        first, pairs = pid * TOPK, TOPK
+        token, first, pairs = pid, 0, TOPK
+    experts = tl.arange(0, BE)
+    logits = tl.load(logits_ptr + token * E + experts, mask=experts < E, other=0.0)
+    ids, gates = _topk_softmax(logits[None, :], experts, E, TOPK, BTOPK)  # [1, BTOPK]
+    kk = tl.arange(0, BTOPK)[None, :]
     rows = pid_n * BN + tl.arange(0, BN)
     r_ok = rows < N
     NB: tl.constexpr = BKW // 4  # scale blocks per chunk (4 words = 32 values)
@@ -262,21 +288,22 @@ def moe_gemv_kernel(
     j8 = tl.arange(0, 8)
     w_offs = rows[:, None] * KW + wi[None, :]  # within one expert's matrix
     s_offs = rows[:, None] * (K // 32) + tl.arange(0, NB)[None, :]
-    e = tl.load(ids_ptr + first).to(tl.int64)
+    e = _pick(ids, kk, first).to(tl.int64)
     w_next = tl.load(words_ptr + e * N * KW + w_offs, mask=r_ok[:, None] & (wi // 4 < KW // 4)[None, :], other=0)
     acc = tl.zeros([BN, NB], dtype=tl.float32)
+    sum_sq = tl.zeros([BKW, 8], dtype=tl.float32)
     bias = tl.zeros([BN], dtype=tl.float32)
     for j in range(pairs):
         pair = first + j
-        e = tl.load(ids_ptr + pair).to(tl.int64)
+        e = _pick(ids, kk, pair).to(tl.int64)
         if SWIGLU:
-            x_row = x_ptr + (pair // TOPK).to(tl.int64) * K
+            x_row = x_ptr + token.to(tl.int64) * K
             gate = 1.0
         else:
-            x_row = x_ptr + pair.to(tl.int64) * K
-            gate = tl.load(gates_ptr + pair)
+            x_row = x_ptr + (token * TOPK + pair).to(tl.int64) * K
+            gate = _pick(gates, kk, pair)
             bias += gate * tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
-        e_next = tl.load(ids_ptr + pair + 1, mask=j + 1 < pairs, other=0).to(tl.int64)
+        e_next = _pick(ids, kk, pair + 1).to(tl.int64)  # 0 after the last: not loaded
         for c in range(chunks):
             k0 = c * BKW
             # the next chunk: this expert's, or the next expert's first (none after the last)
@@ -288,7 +315,11 @@ def moe_gemv_kernel(
             w_next = tl.load(words_ptr + (ne * N * KW + nk0) + w_offs,
                              mask=r_ok[:, None] & (wi // 4 < (KW - nk0) // 4)[None, :] & more, other=0)
             kw = k0 + wi
-            xs = tl.load(x_row + 8 * kw[:, None] + j8[None, :], mask=(kw < KW)[:, None], other=0.0)
+            x_offs = 8 * kw[:, None] + j8[None, :]
+            xs = tl.load(x_row + x_offs, mask=(kw < KW)[:, None], other=0.0)
+            if NORM:
+                sum_sq += xs * xs
+                xs *= tl.load(norm_ptr + x_offs, mask=(kw < KW)[:, None], other=0.0).to(tl.float32)
             x0, x1, x2, x3, x4, x5, x6, x7 = _split8(xs, BKW)
             v0, v4 = _e2m1_pair(w, 9, 12)
             v1, v5 = _e2m1_pair(w, 5, 8)
@@ -300,6 +331,8 @@ def moe_gemv_kernel(
                            mask=r_ok[:, None] & (tl.arange(0, NB) < K // 32 - k0 // 4)[None, :], other=0)
             acc += tl.sum(tl.reshape(sums, [BN, NB, 4]), axis=2) * (_block_scale(code) * gate)
     out = tl.sum(acc, axis=1)
+    if NORM:
+        out *= rstd(tl.sum(tl.sum(sum_sq, axis=1), axis=0), K, eps)
     if SWIGLU:
         out += tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
         gate, lin = tl.split(tl.reshape(out, [BN // 2, 2]))
@@ -370,19 +403,23 @@ def tile_rows(pairs: int, num_experts: int) -> int:
     return 64 if pairs >= 64 * num_experts else 16
 
 
-def moe_experts(x, ids, gates, w1, w2, limit: float, residual: torch.Tensor) -> torch.Tensor:
-    """The expert MLPs of every (token, expert) pair, added into the residual stream: x [T, H]
-    float32 (normed), ids/gates [T, k], w1/w2 = (blocks, scales, bias), residual [T, H] +=
-    each token's gate-weighted expert outputs, in place. Returns residual."""
-    T, k = ids.shape
+def moe_experts(x, gate_logits, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None):
+    """The expert MLPs of every token's top-k experts, added into the residual stream: x [T, H]
+    float32 (the MLP input, or the raw residual to apply `norm` to), gate_logits [T, E] (the
+    router's), w1/w2 = (blocks, scales, bias); residual [T, H] += each token's gate-weighted
+    expert outputs, in place. Returns residual."""
+    T, H = x.shape
     E = w1[0].shape[0]
+    check(gate_logits.shape == (T, E) and gate_logits.is_contiguous(), f"moe_experts: gate_logits must be [{T}, {E}]")
+    check(0 < k <= E, f"moe_experts: {k} experts per token of {E}")
     check(residual.shape == x.shape and residual.is_contiguous(), "moe_experts: residual must be [T, H] like x")
     if T * k <= GEMV_MAX_PAIRS:
-        act = moe_gemv_swiglu(x, ids, w1, limit)
-        return moe_gemv_combine(act, ids, gates, w2, residual)
+        act = moe_gemv_swiglu(x, gate_logits, k, w1, limit, norm)
+        return moe_gemv_combine(act, gate_logits, k, w2, residual)
+    ids, gates = topk_softmax(gate_logits, k)
     bm = tile_rows(T * k, E)
     sorted_pairs, tile_expert = moe_align(ids, E, bm)
-    act = moe_mlp1(split_bf16(x), sorted_pairs, tile_expert, *w1, k, limit, bm)
+    act = moe_mlp1(rmsnorm(x, norm) if norm else split_bf16(x), sorted_pairs, tile_expert, *w1, k, limit, bm)
     return moe_combine(moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm), residual, k)
 
 
@@ -392,45 +429,49 @@ def _as_words(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.view(torch.int32)
 
 
-def _gemv_tile(name: str, N: int, arch: int) -> dict:
-    """The interpreter pays per program, so it gets whole matrices; its short chunks (64 values)
-    make the tests cover the chunk loop, ragged last chunks and the step from expert to expert."""
-    return tuning.config(name, arch) if arch != CPU else {"BN": min(256, next_pow2(N)), "BKW": 8, "num_warps": 4}
+def _gemv_launch(name: str, gate_logits, k: int, N: int, arch: int) -> dict:
+    """Constexprs of a moe_gemv_kernel launch. The interpreter pays per program, so it gets whole
+    matrices; its short chunks (64 values) make the tests cover the chunk loop, ragged last
+    chunks and the step from expert to expert."""
+    tile = tuning.config(name, arch) if arch != CPU else {"BN": min(256, next_pow2(N)), "BKW": 8, "num_warps": 4}
+    routing = {"TOPK": k, "BE": next_pow2(gate_logits.shape[1]), "BTOPK": next_pow2(k)}
+    return {**tile, **routing, **dependent_launch_args(arch)}
 
 
-def moe_gemv_swiglu(x, ids, w1, limit: float) -> torch.Tensor:
-    """mlp1 for a few pairs: x [T, K] float32 (one row per token), ids [T, k] -> SwiGLU
-    activations [T*k, N/2] float32, one row per pair."""
+def moe_gemv_swiglu(x, gate_logits, k: int, w1, limit: float, norm: Norm | None = None) -> torch.Tensor:
+    """mlp1 for a few pairs: x [T, K] float32 (one row per token; normed by `norm` if given),
+    gate_logits [T, E] -> SwiGLU activations [T*k, N/2] float32, one row per (token, expert)
+    pair, pair t*k + j for the token's j-th largest logit."""
     blocks, scales, bias = w1
     E, N, kblocks, _ = blocks.shape
     K = kblocks * 32
     check(x.shape[1] == K and x.is_contiguous() and x.dtype == torch.float32, "moe_gemv: x must be float32 [T, K]")
-    R = ids.numel()
+    check(norm is None or norm.scale.shape == (K,), f"moe_gemv: norm scale must be [{K}]")
+    R = x.shape[0] * k
     out = torch.empty(R, N // 2, dtype=torch.float32, device=x.device)
-    arch = arch_of(x)
-    tile = _gemv_tile("moe_gemv", N, arch)
-    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), R)](
-        x, ids, ids, _as_words(blocks), scales, bias, out, N, K, ids.shape[1], limit, SWIGLU=True,
-        **tile, **dependent_launch_args(arch),
+    launch = _gemv_launch("moe_gemv", gate_logits, k, N, arch_of(x))
+    moe_gemv_kernel[(triton.cdiv(N, launch["BN"]), R)](
+        x, gate_logits, x if norm is None else norm.scale, _as_words(blocks), scales, bias, out,
+        N, K, E, limit, 0.0 if norm is None else norm.eps, SWIGLU=True, NORM=norm is not None, **launch,
     )
     return out
 
 
-def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor) -> torch.Tensor:
-    """mlp2 for a few pairs, combined: act [T*k, K] float32 (one row per pair), ids/gates
-    [T, k]; residual [T, N] += each token's gate-weighted outputs, in place."""
+def moe_gemv_combine(act, gate_logits, k: int, w2, residual: torch.Tensor) -> torch.Tensor:
+    """mlp2 for a few pairs, combined: act [T*k, K] float32 (one row per pair, as
+    moe_gemv_swiglu), gate_logits [T, E]; residual [T, N] += each token's gate-weighted
+    outputs, in place."""
     blocks, scales, bias = w2
     E, N, kblocks, _ = blocks.shape
     K = kblocks * 32
-    T, k = ids.shape
+    T = gate_logits.shape[0]
     check(act.shape == (T * k, K) and act.is_contiguous() and act.dtype == torch.float32,
           "moe_gemv: act must be float32 [T*k, K]")
     check(residual.shape == (T, N) and residual.dtype == torch.float32, "moe_gemv: residual must be float32 [T, N]")
-    arch = arch_of(act)
-    tile = _gemv_tile("moe_gemv_combine", N, arch)
-    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), T)](
-        act, ids, gates, _as_words(blocks), scales, bias, residual, N, K, k, 0.0, SWIGLU=False,
-        **tile, **dependent_launch_args(arch),
+    launch = _gemv_launch("moe_gemv_combine", gate_logits, k, N, arch_of(act))
+    moe_gemv_kernel[(triton.cdiv(N, launch["BN"]), T)](
+        act, gate_logits, act, _as_words(blocks), scales, bias, residual, N, K, E, 0.0, 0.0,
+        SWIGLU=False, NORM=False, **launch,
     )
     return residual
 

@@ -1,37 +1,54 @@
-"""RMSNorm in float32 over the float32 residual stream, writing the next matmul's input.
+"""RMSNorm in float32 over the float32 residual stream.
 
-The residual adds themselves are fused into the epilogues of the matmuls that produce them
-(attention output projection, MoE combine), so this kernel only reads x once.
+A norm always feeds a matmul, so it never runs alone in decode: the matrix-vector kernels
+take the raw residual and a `Norm`, sum x^2 while they stream x, and scale by `rstd` at the
+end (out = rstd * W @ (x * scale)). For prefill, `rmsnorm` writes the normed rows as the
+bf16 hi + lo parts that the tensor-core matmuls multiply (see kernels.common.dot). The
+residual adds themselves are fused into the epilogues of the matmuls that produce them.
 """
 
+from dataclasses import dataclass
+
 import torch
+import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, next_pow2
+from tritonllm.kernels.common import check, next_pow2, store_split
 from tritonllm.runtime.kernel import kernel
 
 
+@dataclass(frozen=True)
+class Norm:
+    """The RMSNorm applied to a matmul's input: x * rsqrt(mean(x^2) + eps) * scale."""
+
+    scale: torch.Tensor  # [H]
+    eps: float
+
+
+@triton.jit
+def rstd(sum_sq, n, eps):
+    """1 / rms of a row of n values whose squares sum to sum_sq."""
+    return tl.rsqrt(sum_sq / n + eps)
+
+
 @kernel
-def rmsnorm_kernel(x_ptr, scale_ptr, out_ptr, H, eps, BLOCK_H: tl.constexpr):
+def rmsnorm_kernel(x_ptr, scale_ptr, hi_ptr, lo_ptr, H, eps, BLOCK_H: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     mask = cols < H
     x = tl.load(x_ptr + row * H + cols, mask=mask, other=0.0).to(tl.float32)  # [H]
-    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
     scale = tl.load(scale_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * H + cols, (x * rstd * scale).to(out_ptr.dtype.element_ty), mask=mask)
+    store_split(hi_ptr, lo_ptr, row * H + cols, x * rstd(tl.sum(x * x, axis=0), H, eps) * scale, mask)
 
 
-def rmsnorm(
-    x: torch.Tensor, scale: torch.Tensor, eps: float, out: torch.Tensor | None = None, out_dtype=torch.float32
-) -> torch.Tensor:
-    """x [T, H] float32, scale [H] -> out [T, H] (float32 unless told otherwise)."""
-    check(x.dim() == 2 and x.is_contiguous() and scale.shape == (x.shape[1],), "rmsnorm: bad shapes")
+def rmsnorm(x: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [T, H] float32 -> the normed rows as bf16 (hi, lo) [T, H], hi + lo = the float32 result."""
+    check(x.dim() == 2 and x.is_contiguous() and x.dtype == torch.float32, "rmsnorm: x must be contiguous float32 [T, H]")
+    check(norm.scale.shape == (x.shape[1],), f"rmsnorm: scale must be [{x.shape[1]}]")
     T, H = x.shape
-    if out is None:
-        out = torch.empty(T, H, dtype=out_dtype, device=x.device)
-    rmsnorm_kernel[(T,)](x, scale, out, H, eps, BLOCK_H=next_pow2(H), num_warps=4)
-    return out
+    hi, lo = torch.empty_like(x, dtype=torch.bfloat16), torch.empty_like(x, dtype=torch.bfloat16)
+    rmsnorm_kernel[(T,)](x, norm.scale, hi, lo, H, norm.eps, BLOCK_H=next_pow2(H), num_warps=4)
+    return hi, lo
 
 
 def rmsnorm_reference(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:

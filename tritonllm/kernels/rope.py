@@ -1,14 +1,15 @@
 """RoPE on q and k straight out of the QKV projection, and the KV cache writes.
 
-One program per token rotates all its q heads and kv heads. gpt-oss rotates the first half
-of each head against the second half (not interleaved pairs).
+gpt-oss rotates the first half of each head against the second half (not interleaved
+pairs). Prefill: `rope_qkv`, one program per token, rotates all its q and k heads. Decode:
+`qkv_rope_decode` is the QKV matrix-vector product itself, rotating in its epilogue.
 
 The KV cache of a layer is [rows, KVH, D]: position p sits at row p % rows. A full layer has
 rows = context length (so row p); a sliding layer keeps only its window, a ring of
 rows = min(window, context length). Writing position p into a ring overwrites p - rows, which
 the query at p no longer sees; but a prefill chunk's later positions would overwrite keys
 that its own earlier queries still read. Hence:
-- decode (one token): rope_qkv writes the token's k and v into the cache before attention;
+- decode (one token): qkv_rope_decode writes the token's k and v into the cache before attention;
 - prefill: rope_qkv only returns the chunk's k and v, attention reads them from there, and
   kv_store writes the chunk into the cache after attention.
 """
@@ -17,8 +18,18 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, next_pow2
+from tritonllm.kernels.common import check, dependent_launch_args, next_pow2, wait_for_inputs
+from tritonllm.kernels.linear import gemv_rows, gemv_tile
+from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.runtime.kernel import kernel
+from tritonllm.runtime.target import arch_of
+
+
+@triton.jit
+def _cos_sin(pos_ptr, inv_freq_ptr, i, mask, concentration):
+    """cos and sin (times the YaRN concentration) of the rotation angles pos * inv_freq[i]."""
+    angle = tl.load(pos_ptr).to(tl.float32) * tl.load(inv_freq_ptr + i, mask=mask, other=0.0)
+    return tl.cos(angle) * concentration, tl.sin(angle) * concentration
 
 
 @triton.jit
@@ -41,17 +52,14 @@ def _store_halves(dst_ptr, y1, y2, offs, mask, D: tl.constexpr):
     tl.store(dst_ptr + offs + D // 2, y2.to(ty), mask=mask)
 
 
-@kernel(dynamic=("rows",))
+@kernel
 def rope_qkv_kernel(
-    qkv_ptr, pos_ptr, inv_freq_ptr, q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, rows, concentration, NH, KVH,
-    D: tl.constexpr, BQ: tl.constexpr, BKV: tl.constexpr, BLOCK_HALF: tl.constexpr, STORE: tl.constexpr,
+    qkv_ptr, pos_ptr, inv_freq_ptr, q_ptr, k_ptr, v_ptr, concentration, NH, KVH,
+    D: tl.constexpr, BQ: tl.constexpr, BKV: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK_HALF)
-    pos = tl.load(pos_ptr + t).to(tl.int64)
-    angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + i, mask=i < D // 2, other=0.0)
-    cos = tl.cos(angle) * concentration
-    sin = tl.sin(angle) * concentration
+    cos, sin = _cos_sin(pos_ptr + t, inv_freq_ptr, i, i < D // 2, concentration)
     row = qkv_ptr + t * (NH + 2 * KVH) * D  # [q heads | k heads | v heads]
     q1, q2, offs, mask = _rotate(row, NH, cos, sin, D, BQ, BLOCK_HALF)
     _store_halves(q_ptr + t * NH * D, q1, q2, offs, mask, D)
@@ -60,19 +68,13 @@ def rope_qkv_kernel(
     j = tl.arange(0, BKV * D)
     v = tl.load(row + (NH + KVH) * D + j, mask=j < KVH * D)
     tl.store(v_ptr + t * KVH * D + j, v, mask=j < KVH * D)
-    if STORE:  # decode: the slot is computed here, from the position on the device (CUDA graphs)
-        slot = pos % rows
-        _store_halves(k_cache_ptr + slot * KVH * D, k1, k2, offs, mask, D)
-        tl.store(v_cache_ptr + slot * KVH * D + j, v, mask=j < KVH * D)
 
 
 def rope_qkv(
     qkv: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, concentration: float, num_heads: int,
-    k_cache: torch.Tensor | None = None, v_cache: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """qkv [T, (NH + 2 KVH) * D] float32 or bf16, positions [T] int32, inv_freq [D/2] float32.
-    Returns rotated q [T, NH, D] in qkv's dtype and rotated k and v [T, KVH, D] float32. With
-    caches [rows, KVH, D] float32 (decode: T = 1), k and v also land at row position % rows."""
+    """Prefill: qkv [T, (NH + 2 KVH) * D] float32 or bf16, positions [T] int32, inv_freq [D/2]
+    float32. Returns rotated q [T, NH, D] in qkv's dtype and rotated k and v [T, KVH, D] float32."""
     T = qkv.shape[0]
     D = inv_freq.shape[0] * 2
     KVH = (qkv.shape[1] // D - num_heads) // 2
@@ -80,21 +82,74 @@ def rope_qkv(
     check(KVH > 0 and qkv.shape[1] == (num_heads + 2 * KVH) * D, "rope_qkv: qkv width mismatch")
     check(positions.shape == (T,), "rope_qkv: positions must be [T]")
     check(D & (D - 1) == 0, f"rope_qkv: head_dim {D} must be a power of two")
-    store = k_cache is not None
-    if store:
-        check(T == 1, "rope_qkv: the caches take one token (decode); "
-                      "a prefill chunk is stored by kv_store after attention")
-        _check_caches(k_cache, v_cache, KVH, D, "rope_qkv")
     q = torch.empty(T, num_heads, D, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty(T, KVH, D, dtype=torch.float32, device=qkv.device)
     v = torch.empty(T, KVH, D, dtype=torch.float32, device=qkv.device)
-    rows = k_cache.shape[0] if store else 1  # unused without caches
     rope_qkv_kernel[(T,)](
-        qkv, positions, inv_freq, q, k, v, k_cache if store else k, v_cache if store else v, rows, concentration,
-        num_heads, KVH, D=D, BQ=next_pow2(num_heads), BKV=next_pow2(KVH), BLOCK_HALF=next_pow2(D // 2),
-        STORE=store, num_warps=4,
+        qkv, positions, inv_freq, q, k, v, concentration, num_heads, KVH,
+        D=D, BQ=next_pow2(num_heads), BKV=next_pow2(KVH), BLOCK_HALF=next_pow2(D // 2), num_warps=4,
     )
     return q, k, v
+
+
+@kernel(dynamic=("cache_rows",))
+def qkv_rope_decode_kernel(
+    x_ptr, w_ptr, bias_ptr, norm_ptr, pos_ptr, inv_freq_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
+    K, eps, cache_rows, concentration, NH, KVH,
+    D: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
+):
+    """Decode's whole attention input in one launch: qkv = W @ norm(x) + b (see `gemv_rows`),
+    q and k rotated, q stored, k and v written into the caches at row pos % rows.
+
+    A program takes BN/2 rows of a head's first half and the BN/2 rows D/2 further (the
+    pairs RoPE rotates together), so the rotation happens in registers."""
+    wait_for_inputs(PDL)
+    HB: tl.constexpr = BN // 2
+    pid = tl.program_id(0)
+    head = pid // (D // 2 // HB)  # of all NH + 2 KVH heads: q, then k, then v
+    i0 = pid % (D // 2 // HB) * HB
+    i = i0 + tl.arange(0, HB)  # positions in the first half
+    j = tl.arange(0, BN)
+    rows = head * D + (j % 2) * (D // 2) + i0 + j // 2  # i and i + D/2, interleaved
+    out = gemv_rows(x_ptr, w_ptr, norm_ptr, rows, rows < (NH + 2 * KVH) * D, K, eps, True, BK)
+    out += tl.load(bias_ptr + rows).to(tl.float32)
+    x1, x2 = tl.split(tl.reshape(out, [HB, 2]))
+    if head < NH + KVH:  # q and k are rotated, v is not
+        cos, sin = _cos_sin(pos_ptr, inv_freq_ptr, i, i < D // 2, concentration)
+        x1, x2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    y = tl.reshape(tl.join(x1, x2), [BN])
+    slot = tl.load(pos_ptr).to(tl.int64) % cache_rows
+    if head < NH:
+        tl.store(q_ptr + rows, y)
+    elif head < NH + KVH:
+        tl.store(k_cache_ptr + slot * KVH * D + rows - NH * D, y)
+    else:
+        tl.store(v_cache_ptr + slot * KVH * D + rows - (NH + KVH) * D, y)
+
+
+def qkv_rope_decode(
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, norm: Norm, pos: torch.Tensor, inv_freq: torch.Tensor,
+    concentration: float, num_heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
+) -> torch.Tensor:
+    """One token's residual x [1, K] float32 at the position held in `pos` [1] int32 (on the
+    device): qkv = w @ norm(x) + bias (w [(NH + 2 KVH) * D, K] bf16), rotated q returned
+    [1, NH, D] float32, k and v written into the caches [rows, KVH, D] at row pos % rows."""
+    D = inv_freq.shape[0] * 2
+    N, K = w.shape
+    KVH = (N // D - num_heads) // 2
+    check(x.shape == (1, K) and x.dtype == torch.float32 and x.is_contiguous(), f"qkv_rope_decode: x must be [1, {K}]")
+    check(KVH > 0 and N == (num_heads + 2 * KVH) * D and w.is_contiguous(), "qkv_rope_decode: weight rows mismatch")
+    check(bias.shape == (N,) and norm.scale.shape == (K,) and pos.numel() == 1, "qkv_rope_decode: bias, norm or pos")
+    _check_caches(k_cache, v_cache, KVH, D, "qkv_rope_decode")
+    arch = arch_of(x)
+    tile = gemv_tile(arch, N, K)
+    tile["BN"] = max(2, min(tile["BN"], D // 2))  # row pairs within one head
+    q = torch.empty(1, num_heads, D, dtype=torch.float32, device=x.device)
+    qkv_rope_decode_kernel[(N // tile["BN"],)](
+        x, w, bias, norm.scale, pos, inv_freq, q, k_cache, v_cache, K, norm.eps, k_cache.shape[0], concentration,
+        num_heads, KVH, D=D, **tile, **dependent_launch_args(arch),
+    )
+    return q
 
 
 @kernel(dynamic=("T", "rows"))

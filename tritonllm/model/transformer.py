@@ -1,7 +1,8 @@
 """The gpt-oss forward pass, composed from our kernels. No state but the weights: the KV
 cache and scratch buffers belong to the engine and are passed in.
 
-Per layer: x += out_proj(attention(rope(qkv(norm(x))))); x += moe(norm(x)). Weights are bf16
+Per layer: x += out_proj(attention(rope(qkv(norm(x))))); x += moe(norm(x)), each norm fused
+into the matmul after it (kernels.rmsnorm). Weights are bf16
 and MXFP4 as published; every activation, the KV cache included, is float32, and matmuls
 keep float32 accuracy on bf16 tensor cores (kernels.common.dot). Full-attention layers cache
 the whole context; sliding-window layers only their window, in a ring.
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from tritonllm.kernels.attention import attention_decode, attention_prefill, decode_scratch
+from tritonllm.kernels.attention import DecodeScratch, attention_decode, attention_prefill
 from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
-from tritonllm.kernels.moe import moe_experts, topk_softmax
-from tritonllm.kernels.rmsnorm import rmsnorm
-from tritonllm.kernels.rope import kv_store, rope_qkv
+from tritonllm.kernels.moe import moe_experts
+from tritonllm.kernels.rmsnorm import Norm
+from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv
 from tritonllm.model.config import ModelConfig
 from tritonllm.model.rope import yarn_frequencies
 from tritonllm.model.weights import LayerWeights, Weights
@@ -73,11 +74,11 @@ class Transformer:
         T = tokens.shape[0]
         positions = torch.arange(pos0, pos0 + T, dtype=torch.int32, device=tokens.device)
 
-        def attend(i: int, qkv: torch.Tensor) -> torch.Tensor:
-            k_cache, v_cache = cache.k[i], cache.v[i]
+        def attend(i: int, x: torch.Tensor, norm: Norm) -> torch.Tensor:
+            layer, k_cache, v_cache = self.weights.layers[i], cache.k[i], cache.v[i]
+            qkv = linear(x, layer.qkv_weight, layer.qkv_bias, norm=norm)
             q, k, v = rope_qkv(qkv, positions, self.inv_freq, self.concentration, self.config.num_attention_heads)
-            out = attention_prefill(q, k_cache, v_cache, k, v, self.weights.layers[i].sinks, pos0, self.config.sm_scale,
-                                    self._window(i))
+            out = attention_prefill(q, k_cache, v_cache, k, v, layer.sinks, pos0, self.config.sm_scale, self._window(i))
             # Only now: the chunk's positions overwrite ring rows that its attention just read.
             kv_store(k, v, positions, k_cache, v_cache)
             return out
@@ -89,22 +90,22 @@ class Transformer:
         """One token [1] int32 at the position held in `pos` [1] int32, both on the device
         (so the step can be captured in a CUDA graph). Returns logits [1, V] float32."""
 
-        def attend(i: int, qkv: torch.Tensor) -> torch.Tensor:
-            k_cache, v_cache = cache.k[i], cache.v[i]
+        def attend(i: int, x: torch.Tensor, norm: Norm) -> torch.Tensor:
+            layer, k_cache, v_cache = self.weights.layers[i], cache.k[i], cache.v[i]
             # The token's k and v go into the cache first: the row they take held pos - rows,
             # which this query no longer sees.
-            q, _, _ = rope_qkv(
-                qkv, pos, self.inv_freq, self.concentration, self.config.num_attention_heads, k_cache, v_cache
-            )
-            return attention_decode(q, k_cache, v_cache, self.weights.layers[i].sinks, pos, self.config.sm_scale,
-                                    self._window(i), scratch=scratch)
+            q = qkv_rope_decode(x, layer.qkv_weight, layer.qkv_bias, norm, pos, self.inv_freq, self.concentration,
+                                self.config.num_attention_heads, k_cache, v_cache)
+            return attention_decode(q, k_cache, v_cache, layer.sinks, pos, self.config.sm_scale, self._window(i),
+                                    scratch=scratch)
 
         return self._logits(self._layers(token, attend))
 
-    def decode_scratch(self, context_length: int):
+    def decode_scratch(self, context_length: int) -> DecodeScratch:
         cfg = self.config
         rows = cache_rows(cfg, context_length)
-        return decode_scratch(rows, cfg.num_attention_heads, cfg.head_dim, self.weights.device)
+        return DecodeScratch.allocate(rows, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+                                      self.weights.device)
 
     def _window(self, i: int) -> int:
         return self.config.sliding_window if self.config.sliding_layers[i] else 0
@@ -113,22 +114,18 @@ class Transformer:
         cfg, w = self.config, self.weights
         x = embedding(tokens, w.embedding)  # [T, H] float32 residual stream
         for i, layer in enumerate(w.layers):
-            h = rmsnorm(x, layer.attn_norm, cfg.rms_norm_eps)
-            qkv = linear(h, layer.qkv_weight, layer.qkv_bias)
-            a = attend(i, qkv).view(tokens.shape[0], cfg.q_size)
+            a = attend(i, x, Norm(layer.attn_norm, cfg.rms_norm_eps)).view(tokens.shape[0], cfg.q_size)
             linear(a, layer.out_weight, layer.out_bias, residual=x, out=x)
             self._moe(layer, x)
         return x
 
     def _moe(self, layer: LayerWeights, x: torch.Tensor) -> None:
         cfg = self.config
-        h = rmsnorm(x, layer.mlp_norm, cfg.rms_norm_eps)
-        gate_logits = linear(h, layer.gate_weight, layer.gate_bias)
-        ids, gates = topk_softmax(gate_logits, cfg.experts_per_token)
+        norm = Norm(layer.mlp_norm, cfg.rms_norm_eps)
+        gate_logits = linear(x, layer.gate_weight, layer.gate_bias, norm=norm)
         w1 = (layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias)
         w2 = (layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias)
-        moe_experts(h, ids, gates, w1, w2, cfg.swiglu_limit, residual=x)
+        moe_experts(x, gate_logits, cfg.experts_per_token, w1, w2, cfg.swiglu_limit, residual=x, norm=norm)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        h = rmsnorm(x.contiguous(), self.weights.norm, self.config.rms_norm_eps)
-        return linear(h, self.weights.unembedding)
+        return linear(x.contiguous(), self.weights.unembedding, norm=Norm(self.weights.norm, self.config.rms_norm_eps))
