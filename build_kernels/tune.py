@@ -94,7 +94,8 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     N, K = (2 * I, H) if swiglu else (H, I)
     case = {"sets": SETS, "x": torch.randn(1 if swiglu else k, K, device="cuda"),
-            "logits": [torch.randn(1, E, device="cuda") for _ in range(SETS)],
+            "ids": [torch.randperm(E, device="cuda")[:k].int() for _ in range(SETS)],
+            "gates": torch.rand(k, device="cuda"),
             "w": [(torch.randint(-2**31, 2**31 - 1, (E, N, K // 8), dtype=torch.int32, device="cuda"),
                    torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda"),
                    torch.randn(E, N, device="cuda").bfloat16()) for _ in range(SETS)],
@@ -102,9 +103,8 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
 
     def launch(tile, c, s):
         run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, tile["BN"]), k if swiglu else 1)]
-        return lambda: run(c["x"], c["logits"][s], c["x"], *c["w"][s], c["out"], N, K, E, 7.0, 0.0, TOPK=k,
-                           SWIGLU=swiglu, NORM=False, BE=triton.next_power_of_2(E), BTOPK=triton.next_power_of_2(k),
-                           PDL=False, **tile)
+        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0,
+                           SWIGLU=swiglu, PDL=False, **tile)
 
     candidates = [{"BN": bn, "BKW": bkw, "num_warps": w}
                   for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]

@@ -77,9 +77,9 @@ def gemv(cfg, bandwidth: float) -> dict:
     residual = torch.randn(1, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)
     err = rel_err(moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
-    act = moe_gemv_swiglu(x, logits, k, w1, cfg.swiglu_limit)
-    t1 = do_bench(lambda: moe_gemv_swiglu(x, logits, k, w1, cfg.swiglu_limit), return_mode="median")
-    t2 = do_bench(lambda: moe_gemv_combine(act, logits, k, w2, residual), return_mode="median")
+    act = moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit)
+    t1 = do_bench(lambda: moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit), return_mode="median")
+    t2 = do_bench(lambda: moe_gemv_combine(act, ids, gates, w2, residual), return_mode="median")
     weight_bytes = k * (2 * I * H + H * I) * (0.5 + 1 / 32)  # packed FP4 + one scale byte per 32
     return {"rel_err": err, "mlp1_ms": t1, "mlp2_ms": t2, "bound_ms": weight_bytes / bandwidth * 1e3,
             "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}

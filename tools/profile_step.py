@@ -1,8 +1,13 @@
-"""Per-kernel GPU time of one decode step and of one prefill, with each kernel's share.
+"""Per-kernel GPU time of one prefill and of one decode step, with each kernel's share.
 
     python tools/profile_step.py --size 20b --context 4096 --prefill 2048
 
-Uses torch.profiler (CUPTI) over eager launches; prints a table per phase, slowest first.
+Uses torch.profiler (CUPTI): prefill over eager launches, the decode step as the engine runs
+it, replays of its CUDA graph. Decode kernels launch as programmatic dependents (sm90+): a
+kernel starts while the one before it ends and waits inside, so its duration overlaps its
+predecessor's. The decode table therefore also gives each kernel's "added" time, its end
+minus the previous kernel's end: what it adds to the step (these sum to the step's time).
+Decode kernels of the same name are told apart by their order within the layer, [0], [1]...
 """
 
 import argparse
@@ -18,19 +23,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tritonllm import LLM  # noqa: E402
 
 
-def kernel_times(fn, repeats: int) -> dict[str, tuple[float, int]]:
+def _kernel_events(fn, repeats: int) -> list:
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
             fn()
         torch.cuda.synchronize()
+    events = [e for e in prof.profiler.kineto_results.events() if e.device_type() == torch.autograd.DeviceType.CUDA]
+    return sorted(events, key=lambda e: e.start_ns())
+
+
+def kernel_times(fn, repeats: int) -> dict[str, tuple[float, int]]:
+    """{kernel: (us per call of fn, launches per call)}."""
     totals: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            totals[e.name][0] += e.device_time / repeats
-            totals[e.name][1] += 1
+    for e in _kernel_events(fn, repeats):
+        totals[e.name()][0] += e.duration_ns() / 1e3 / repeats
+        totals[e.name()][1] += 1
     return {k: (v[0], v[1] // repeats) for k, v in totals.items()}
+
+
+def step_times(fn, repeats: int, layer_start: str) -> tuple[dict, dict]:
+    """Per kernel (by name and order within its layer; a layer begins at `layer_start`): (us of
+    duration per step, launches per step) and (us added to the step, launches per step)."""
+    duration: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+    added: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+    seen: collections.Counter = collections.Counter()
+    last_end = None
+    for e in _kernel_events(fn, repeats):
+        if layer_start in e.name():
+            seen.clear()
+        key = f"{e.name()}[{seen[e.name()]}]"
+        seen[e.name()] += 1
+        end = e.start_ns() + e.duration_ns()
+        duration[key][0] += e.duration_ns() / 1e3 / repeats
+        duration[key][1] += 1
+        if last_end is not None and e.start_ns() < last_end + 100_000:  # same step (replays are back to back)
+            added[key][0] += max(0, end - last_end) / 1e3 / repeats
+        else:
+            added[key][0] += e.duration_ns() / 1e3 / repeats
+        added[key][1] += 1
+        last_end = end if last_end is None else max(last_end, end)
+    per_step = lambda d: {k: (v[0], v[1] // repeats) for k, v in d.items()}  # noqa: E731
+    return per_step(duration), per_step(added)
 
 
 def show(title: str, times: dict) -> None:
@@ -46,12 +81,14 @@ def main():
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--prefill", type=int, default=2048)
     args = p.parse_args()
-    llm = LLM.synthetic(args.size, context_length=max(args.context, args.prefill) + 16, cuda_graph=False)
+    llm = LLM.synthetic(args.size, context_length=max(args.context, args.prefill) + 16)
     engine = llm.engine
     tokens = torch.randint(0, 199998, (args.prefill,)).tolist()
     show(f"prefill of {args.prefill} tokens", kernel_times(lambda: engine.logits(tokens), 2))
     engine.pos.fill_(args.context - 1)
-    show(f"decode step at position {args.context - 1}", kernel_times(engine._decode, 5))
+    duration, added = step_times(engine._decode, 20, layer_start="qkv_rope_decode")
+    show(f"decode step at position {args.context - 1} (CUDA graph), kernel durations", duration)
+    show(f"decode step at position {args.context - 1} (CUDA graph), time added to the step", added)
 
 
 if __name__ == "__main__":

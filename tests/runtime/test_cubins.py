@@ -166,7 +166,10 @@ def test_tuned_configurations_are_per_architecture():
     assert tuning.config("linear_gemv", 86) == tuning.DEFAULTS["linear_gemv"]  # not measured: the rule
 
 
-DEPENDENT_KERNELS = ("linear_gemv_kernel", "moe_gemv_kernel", "attention_decode_kernel", "qkv_rope_decode_kernel")
+DEPENDENT_KERNELS = (
+    "linear_gemv_kernel", "moe_gemv_kernel", "moe_route_kernel", "attention_decode_kernel", "attention_combine_kernel",
+    "qkv_rope_decode_kernel",
+)
 
 
 def test_decode_kernels_are_programmatic_dependent_launches_on_sm90_only():

@@ -104,8 +104,7 @@ class Transformer:
     def decode_scratch(self, context_length: int) -> DecodeScratch:
         cfg = self.config
         rows = cache_rows(cfg, context_length)
-        return DecodeScratch.allocate(rows, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
-                                      self.weights.device)
+        return DecodeScratch.allocate(rows, cfg.num_attention_heads, cfg.head_dim, self.weights.device)
 
     def _window(self, i: int) -> int:
         return self.config.sliding_window if self.config.sliding_layers[i] else 0
