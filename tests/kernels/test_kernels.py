@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tools import kernel_checks as kc
+from tritonllm.kernels.rmsnorm import Norm
 
 CPU = torch.device("cpu")
 
@@ -91,6 +92,17 @@ def test_launcher_rejects_bad_shapes():
 
     with pytest.raises(ValueError, match="linear"):
         linear(torch.randn(4, 8).bfloat16(), torch.randn(3, 9).bfloat16())
+    with pytest.raises(ValueError, match=r"norm needs float32 x and a scale \[8\]"):
+        linear(torch.randn(1, 8), torch.randn(3, 8).bfloat16(), norm=Norm(torch.ones(9), 1e-5))
+
+
+def test_moe_rejects_router_logits_of_the_wrong_shape():
+    from tritonllm.kernels.moe import moe_experts
+
+    x = torch.randn(1, 64)
+    w1, w2 = kc.random_experts(CPU, 8, 64, 64), kc.random_experts(CPU, 8, 64, 32)
+    with pytest.raises(ValueError, match=r"gate_logits must be \[1, 8\]"):
+        moe_experts(x, torch.randn(1, 4), 2, w1, w2, 7.0, residual=x.clone())
 
 
 def test_ring_cache_misuse_is_refused():

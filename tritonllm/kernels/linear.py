@@ -133,7 +133,8 @@ def linear(
     N = w.shape[0]
     check(bias is None or bias.shape == (N,), "linear: bias must be [N]")
     check(residual is None or (residual.shape == (M, N) and residual.is_contiguous()), "linear: residual must be [M, N]")
-    check(norm is None or (x.dtype == torch.float32 and norm.scale.shape == (K,)), "linear: norm needs float32 x, scale [K]")
+    check(norm is None or (x.dtype == torch.float32 and norm.scale.shape == (K,)),
+          f"linear: norm needs float32 x and a scale [{K}]")
     if out is None:
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
