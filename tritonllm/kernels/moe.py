@@ -32,7 +32,7 @@ from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
     check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
 )
-from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rstd
+from tritonllm.kernels.rmsnorm import Norm, normed_row, rmsnorm
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
@@ -259,9 +259,7 @@ def moe_route_kernel(
     tl.store(gates_ptr + t * TOPK + kk, w, mask=kk < TOPK)
     if NORM:
         cols = tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + t * K + cols, mask=cols < K, other=0.0)
-        scale = tl.load(norm_ptr + cols, mask=cols < K, other=0.0)
-        tl.store(h_ptr + t * K + cols, x * rstd(tl.sum(x * x, axis=0), K, eps) * scale, mask=cols < K)
+        tl.store(h_ptr + t * K + cols, normed_row(x_ptr + t * K, norm_ptr, K, eps, BLOCK_K), mask=cols < K)
 
 
 @kernel

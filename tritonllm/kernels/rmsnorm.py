@@ -31,14 +31,20 @@ def rstd(sum_sq, n, eps):
     return tl.rsqrt(sum_sq / n + eps)
 
 
+@triton.jit
+def normed_row(x_row_ptr, scale_ptr, H, eps, BLOCK_H: tl.constexpr):
+    """One whole row of H values, RMSNorm'd in float32 [BLOCK_H] (zero past H)."""
+    cols = tl.arange(0, BLOCK_H)
+    x = tl.load(x_row_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
+    return x * rstd(tl.sum(x * x, axis=0), H, eps) * scale
+
+
 @kernel
 def rmsnorm_kernel(x_ptr, scale_ptr, hi_ptr, lo_ptr, H, eps, BLOCK_H: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
-    mask = cols < H
-    x = tl.load(x_ptr + row * H + cols, mask=mask, other=0.0).to(tl.float32)  # [H]
-    scale = tl.load(scale_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    store_split(hi_ptr, lo_ptr, row * H + cols, x * rstd(tl.sum(x * x, axis=0), H, eps) * scale, mask)
+    store_split(hi_ptr, lo_ptr, row * H + cols, normed_row(x_ptr + row * H, scale_ptr, H, eps, BLOCK_H), cols < H)
 
 
 def rmsnorm(x: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,12 @@ def _cos_sin(pos_ptr, inv_freq_ptr, i, mask, concentration):
 
 
 @triton.jit
+def _rotate_pair(x1, x2, cos, sin):
+    """RoPE of the (first half, second half) values of a head."""
+    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+
+@triton.jit
 def _rotate(src_ptr, n_heads, cos, sin, D: tl.constexpr, BH: tl.constexpr, BLOCK_HALF: tl.constexpr):
     """Rotate n_heads contiguous heads of size D at src; cos/sin [BLOCK_HALF]. Returns the
     rotated first and second halves [BH, BLOCK_HALF], their offsets in a head row and the mask."""
@@ -42,7 +48,8 @@ def _rotate(src_ptr, n_heads, cos, sin, D: tl.constexpr, BH: tl.constexpr, BLOCK
     offs = (h * D)[:, None] + i[None, :]  # [BH, HALF]: first half of each head
     x1 = tl.load(src_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(src_ptr + offs + D // 2, mask=mask, other=0.0).to(tl.float32)
-    return x1 * cos[None, :] - x2 * sin[None, :], x2 * cos[None, :] + x1 * sin[None, :], offs, mask
+    y1, y2 = _rotate_pair(x1, x2, cos[None, :], sin[None, :])
+    return y1, y2, offs, mask
 
 
 @triton.jit
@@ -116,7 +123,7 @@ def qkv_rope_decode_kernel(
     x1, x2 = tl.split(tl.reshape(out, [HB, 2]))
     if head < NH + KVH:  # q and k are rotated, v is not
         cos, sin = _cos_sin(pos_ptr, inv_freq_ptr, i, i < D // 2, concentration)
-        x1, x2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+        x1, x2 = _rotate_pair(x1, x2, cos, sin)
     y = tl.reshape(tl.join(x1, x2), [BN])
     slot = tl.load(pos_ptr).to(tl.int64) % cache_rows
     if head < NH:
