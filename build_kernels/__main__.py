@@ -4,6 +4,7 @@
     python -m build_kernels --arch 90 --kernel linear_kernel
     python -m build_kernels --check          # is cubins/ up to date with the sources? (no compiling)
     python -m build_kernels --tune           # on a GPU: measure tiles, record winners for its arch
+    python -m build_kernels --tune --kernel moe_gemv_kernel    # only that kernel's tiles
 
 Writes cubins/sm<arch>/<kernel>-<id>.cubin and cubins/manifest.json (Triton version, source
 hash per kernel, and per architecture each binary's specialization key and launch metadata).
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     if args.tune:
         from build_kernels.tune import tune
 
-        args.tune.write_text(json.dumps(tune(), indent=1) + "\n")
+        args.tune.write_text(json.dumps(tune(tuple(args.kernel or ())), indent=1) + "\n")
         print(f"measurements in {args.tune}; now rebuild: python -m build_kernels")
         return 0
     if args.check:

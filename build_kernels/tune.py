@@ -18,7 +18,7 @@ import torch
 import triton
 
 from tritonllm.kernels.linear import linear_gemv_kernel
-from tritonllm.kernels.moe import moe_gemv_kernel
+from tritonllm.kernels.moe import moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.kernels.tuning import TUNING_FILE
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
@@ -90,42 +90,50 @@ def tune_linear(cfg) -> tuple[dict, list]:
 
 
 def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
-    """mlp1 (SwiGLU, a program per row block and pair) or mlp2 (combine, per row block and token)."""
+    """mlp1 (SwiGLU) or mlp2 (and its combine into the residual) for one token's k experts,
+    through the launchers (a program per row block and pair)."""
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     N, K = (2 * I, H) if swiglu else (H, I)
     case = {"sets": SETS, "x": torch.randn(1 if swiglu else k, K, device="cuda"),
-            "ids": [torch.randperm(E, device="cuda")[:k].int() for _ in range(SETS)],
-            "gates": torch.rand(k, device="cuda"),
-            "w": [(torch.randint(-2**31, 2**31 - 1, (E, N, K // 8), dtype=torch.int32, device="cuda"),
+            "ids": [torch.randperm(E, device="cuda")[:k].int().view(1, k) for _ in range(SETS)],
+            "gates": torch.rand(1, k, device="cuda"), "residual": torch.zeros(1, N, device="cuda"),
+            "arrivals": moe_arrivals(N, "cuda"),
+            "w": [(torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, device="cuda"),
                    torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda"),
-                   torch.randn(E, N, device="cuda").bfloat16()) for _ in range(SETS)],
-            "out": torch.zeros(k if swiglu else 1, N // 2 if swiglu else N, device="cuda")}
+                   torch.randn(E, N, device="cuda").bfloat16()) for _ in range(SETS)]}
 
     def launch(tile, c, s):
-        run = moe_gemv_kernel.jit("triton")[(triton.cdiv(N, tile["BN"]), k if swiglu else 1)]
-        return lambda: run(c["x"], c["ids"][s], c["gates"], *c["w"][s], c["out"], N, K, k, 7.0,
-                           SWIGLU=swiglu, PDL=False, **tile)
+        if swiglu:
+            return lambda: moe_gemv_swiglu(c["x"], c["ids"][s], c["w"][s], 7.0, tile=tile)
+        return lambda: moe_gemv_combine(c["x"], c["ids"][s], c["gates"], c["w"][s], c["residual"], c["arrivals"],
+                                        tile=tile)
 
     candidates = [{"BN": bn, "BKW": bkw, "num_warps": w}
-                  for bn, bkw, w in itertools.product((8, 16, 32), (32, 64, 128), WARPS)]
+                  for bn, bkw, w in itertools.product((4, 8, 16, 32), (32, 64, 128), WARPS)]
     rows = _sweep(candidates, [case], launch)
     return _pick(rows, ("BN", "BKW", "num_warps")), rows
 
 
-def tune() -> dict:
-    """Measure, write the winners for this GPU's architecture, return every measurement."""
+def tune(kernels: tuple[str, ...] = ()) -> dict:
+    """Measure the tuned configurations of `kernels` (names of Triton kernels; all when empty),
+    merge the winners into tuning.json for this GPU's architecture, return every measurement."""
     if not torch.cuda.is_available():
         raise SystemExit("--tune measures on a GPU: none found")
     arch = arch_of(torch.empty(0, device="cuda"))
     cfg = preset("20b")
-    results = {}
-    winners = {}
-    tuners = {"linear_gemv": tune_linear, "moe_gemv": lambda c: tune_moe(c, swiglu=True),
-              "moe_gemv_combine": lambda c: tune_moe(c, swiglu=False)}
-    for name, fn in tuners.items():
+    tuners = {  # tuned configuration -> (its kernel, its measurement)
+        "linear_gemv": ("linear_gemv_kernel", tune_linear),
+        "moe_gemv": ("moe_gemv_kernel", lambda c: tune_moe(c, swiglu=True)),
+        "moe_gemv_combine": ("moe_gemv_kernel", lambda c: tune_moe(c, swiglu=False)),
+    }
+    results, winners = {}, {}
+    for name, (kernel_name, fn) in tuners.items():
+        if kernels and kernel_name not in kernels:
+            continue
         winners[name], results[name] = fn(cfg)
         print(f"sm{arch} {name}: {winners[name]}", flush=True)
     table = json.loads(TUNING_FILE.read_text()) if TUNING_FILE.is_file() else {}
-    table[str(arch)] = {**winners, "measured_on": f"{torch.cuda.get_device_name()}, {datetime.date.today()}"}
+    table[str(arch)] = {**table.get(str(arch), {}), **winners,
+                        "measured_on": f"{torch.cuda.get_device_name()}, {datetime.date.today()}"}
     TUNING_FILE.write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")
     return {"arch": arch, "winners": winners, "candidates": results}

@@ -12,7 +12,7 @@ import torch
 from tritonllm.kernels.attention import attention_decode, attention_prefill, attention_reference
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
-from tritonllm.kernels.moe import moe_experts, swiglu_reference, topk_softmax
+from tritonllm.kernels.moe import moe_arrivals, moe_experts, swiglu_reference, topk_softmax
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
 from tritonllm.model.reference import dequantize_mxfp4
@@ -207,11 +207,14 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
     n = _norm(device, H) if norm else None
-    out = moe_experts(x, logits, K, w1, w2, limit, residual=residual.clone(), norm=n)
+    # Twice with one set of arrival counts, as decode runs: each call must leave them zero.
+    arrivals = moe_arrivals(H, device)
+    out = torch.cat([moe_experts(x, logits, K, w1, w2, limit, residual=residual.clone(), norm=n, arrivals=arrivals)
+                     for _ in range(2)])
 
     h = rmsnorm_reference(x, n.scale, n.eps) if norm else x
     ref = residual.double() + moe_reference(h, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
-    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, ref, F32_OUT)
+    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, torch.cat([ref, ref]), F32_OUT)
 
 
 def run_kernel_checks(device, large: bool) -> list[dict]:

@@ -43,17 +43,21 @@ def kernel_times(fn, repeats: int) -> dict[str, tuple[float, int]]:
     return {k: (v[0], v[1] // repeats) for k, v in totals.items()}
 
 
-def step_times(fn, repeats: int, layer_start: str) -> tuple[dict, dict]:
-    """Per kernel (by name and order within its layer; a layer begins at `layer_start`): (us of
-    duration per step, launches per step) and (us added to the step, launches per step)."""
+def step_times(fn, repeats: int, layer_start: str, layer_kinds: list[str]) -> tuple[dict, dict]:
+    """Per kernel (by name and order within its layer; a layer begins at `layer_start`;
+    attention kernels also by their layer's kind): (us of duration per step, launches per
+    step) and (us added to the step, launches per step)."""
     duration: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
     added: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
     seen: collections.Counter = collections.Counter()
-    last_end = None
+    last_end, layer = None, -1
     for e in _kernel_events(fn, repeats):
         if layer_start in e.name():
             seen.clear()
+            layer = (layer + 1) % len(layer_kinds)
         key = f"{e.name()}[{seen[e.name()]}]"
+        if "attention" in e.name():
+            key += f" {layer_kinds[layer]}"
         seen[e.name()] += 1
         end = e.start_ns() + e.duration_ns()
         duration[key][0] += e.duration_ns() / 1e3 / repeats
@@ -86,7 +90,8 @@ def main():
     tokens = torch.randint(0, 199998, (args.prefill,)).tolist()
     show(f"prefill of {args.prefill} tokens", kernel_times(lambda: engine.logits(tokens), 2))
     engine.pos.fill_(args.context - 1)
-    duration, added = step_times(engine._decode, 20, layer_start="qkv_rope_decode")
+    kinds = ["sliding" if s else "full" for s in llm.config.sliding_layers]
+    duration, added = step_times(engine._decode, 20, layer_start="qkv_rope_decode", layer_kinds=kinds)
     show(f"decode step at position {args.context - 1} (CUDA graph), kernel durations", duration)
     show(f"decode step at position {args.context - 1} (CUDA graph), time added to the step", added)
 

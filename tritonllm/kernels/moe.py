@@ -11,11 +11,12 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
 Decode (a few pairs) replaces 1-5 with `moe_route` (top-k and the RMSNorm of the expert
 input in one small launch) and `moe_gemv_kernel`, matrix-vector products with float32 FMAs
-and no padding to tensor-core tiles: mlp1 with one program per (row block, pair), then mlp2
-with one program per (row block, token) that runs the token's k experts and adds them into
-the residual (the combine, fused). `moe_experts` picks the path. (Routing and norm inside
-every mlp1 program instead was measured slower on the H100, 24.9 against 20.2 us per layer:
-the kernel went from 80 to 128 registers.)
+and no padding to tensor-core tiles, one program per (row block, pair) for mlp1 and for mlp2;
+the last of a token's mlp2 programs on a row block adds the k gate-weighted parts into the
+residual (the combine, fused; H100: 13.6 us for the four experts of a 20b layer, against 14.7
+with one program per token running its k experts in turn). `moe_experts` picks the path.
+(Routing and norm inside every mlp1 program instead was measured slower on the H100, 24.9
+against 20.2 us per layer: the kernel went from 80 to 128 registers.)
 
 Expert weights stay packed as on disk (see tritonllm.model.weights). The grouped matmuls
 decode each BN x BK weight tile once in registers to bf16 (exact: FP4 times a power of two)
@@ -264,88 +265,74 @@ def moe_route_kernel(
 
 @kernel
 def moe_gemv_kernel(
-    x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr,
+    x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr, part_ptr, arrivals_ptr,
     N, K, TOPK, limit,
     SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr, PDL: tl.constexpr,
 ):
-    """Expert matrix-vector products over N weight rows of K values, BN rows per program.
+    """Expert matrix-vector products over N weight rows of K values; grid (row blocks of BN
+    rows, pairs).
 
-    SWIGLU (mlp1), grid (row blocks, pairs): out[pair] = SwiGLU(W[e] @ x[pair // TOPK] + b[e])
-    (rows 2j, 2j+1 -> output j). Else (mlp2), grid (row blocks, tokens): out[t] += sum over
-    the token's TOPK pairs of gate * (W[e] @ x[pair] + b[e]), out being the residual stream;
-    the experts' chunks stream through one loop, so the next expert's first chunk is already
-    loading while the last one is used.
+    SWIGLU (mlp1): out[pair] = SwiGLU(W[e] @ x[pair // TOPK] + b[e]) (rows 2j, 2j+1 -> output j).
+    Else (mlp2): part[pair] = gate * (W[e] @ x[pair] + b[e]); then the program counts itself
+    in `arrivals` (one count per token and row block), and the last of the token's TOPK
+    programs to arrive adds their parts, in expert order (so the sum does not depend on who
+    came last), into out[t], the residual stream, and sets the count back to 0 for the next
+    call. One program per pair, not per token, gives mlp2 as many programs as mlp1.
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
-    low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use (H100, 20b shapes,
-    one pair per program, BN 16 x 64 words: mlp1 24.3 -> 23.2 us, mlp2 14.6 -> 14.2). The
-    expert ids come from the kernel just before (PDL: see `wait_for_inputs`), so nothing
-    loads before the wait.
+    low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use. The expert ids
+    come from the kernel just before (PDL: see `wait_for_inputs`), so nothing loads before
+    the wait.
     """
     wait_for_inputs(PDL)
-    pid_n, pid = tl.program_id(0), tl.program_id(1)
-    if SWIGLU:
-        first, pairs = pid, 1
-    else:
-        first, pairs = pid * TOPK, TOPK
+    pid_n, pair = tl.program_id(0), tl.program_id(1)
     rows = pid_n * BN + tl.arange(0, BN)
     r_ok = rows < N
     NB: tl.constexpr = BKW // 4  # scale blocks per chunk (4 words = 32 values)
     KW = tl.multiple_of(K // 8, 4)  # words per row (K is a multiple of 32)
-    chunks = tl.cdiv(KW, BKW)
     wi = tl.arange(0, BKW)
     j8 = tl.arange(0, 8)
-    w_offs = rows[:, None] * KW + wi[None, :]  # within one expert's matrix
-    s_offs = rows[:, None] * (K // 32) + tl.arange(0, NB)[None, :]
-    e = tl.load(ids_ptr + first).to(tl.int64)
-    w_next = tl.load(words_ptr + e * N * KW + w_offs, mask=r_ok[:, None] & (wi // 4 < KW // 4)[None, :], other=0)
+    e = tl.load(ids_ptr + pair).to(tl.int64)
+    w_rows = words_ptr + e * N * KW + rows[:, None] * KW + wi[None, :]
+    s_rows = scales_ptr + e * N * (K // 32) + rows[:, None] * (K // 32) + tl.arange(0, NB)[None, :]
+    x_row = x_ptr + (pair // TOPK if SWIGLU else pair).to(tl.int64) * K
+    w_next = tl.load(w_rows, mask=r_ok[:, None] & (wi // 4 < KW // 4)[None, :], other=0)
     acc = tl.zeros([BN, NB], dtype=tl.float32)
-    bias = tl.zeros([BN], dtype=tl.float32)
-    for j in range(pairs):
-        pair = first + j
-        e = tl.load(ids_ptr + pair).to(tl.int64)
-        if SWIGLU:
-            x_row = x_ptr + (pair // TOPK).to(tl.int64) * K
-            gate = 1.0
-        else:
-            x_row = x_ptr + pair.to(tl.int64) * K
-            gate = tl.load(gates_ptr + pair)
-            bias += gate * tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
-        e_next = tl.load(ids_ptr + pair + 1, mask=j + 1 < pairs, other=0).to(tl.int64)
-        for c in range(chunks):
-            k0 = c * BKW
-            # the next chunk: this expert's, or the next expert's first (none after the last)
-            same = c + 1 < chunks
-            nk0 = tl.where(same, k0 + BKW, 0)
-            ne = tl.where(same, e, e_next)
-            more = same | (j + 1 < pairs)
-            w = w_next
-            w_next = tl.load(words_ptr + (ne * N * KW + nk0) + w_offs,
-                             mask=r_ok[:, None] & (wi // 4 < (KW - nk0) // 4)[None, :] & more, other=0)
-            kw = k0 + wi
-            xs = tl.load(x_row + 8 * kw[:, None] + j8[None, :], mask=(kw < KW)[:, None], other=0.0)
-            x0, x1, x2, x3, x4, x5, x6, x7 = _split8(xs, BKW)
-            v0, v4 = _e2m1_pair(w, 9, 12)
-            v1, v5 = _e2m1_pair(w, 5, 8)
-            v2, v6 = _e2m1_pair(w, 1, 4)
-            v3, v7 = _e2m1_pair(w, -3, 0)
-            sums = v0 * x0[None, :] + v1 * x1[None, :] + v2 * x2[None, :] + v3 * x3[None, :]
-            sums += v4 * x4[None, :] + v5 * x5[None, :] + v6 * x6[None, :] + v7 * x7[None, :]
-            code = tl.load(scales_ptr + (e * N * (K // 32) + k0 // 4) + s_offs,
-                           mask=r_ok[:, None] & (tl.arange(0, NB) < K // 32 - k0 // 4)[None, :], other=0)
-            acc += tl.sum(tl.reshape(sums, [BN, NB, 4]), axis=2) * (_block_scale(code) * gate)
-    out = tl.sum(acc, axis=1)
+    for k0 in range(0, KW, BKW):
+        w = w_next
+        nk0 = k0 + BKW  # the next chunk (none after the last)
+        w_next = tl.load(w_rows + nk0, mask=r_ok[:, None] & (wi // 4 < (KW - nk0) // 4)[None, :], other=0)
+        kw = k0 + wi
+        xs = tl.load(x_row + 8 * kw[:, None] + j8[None, :], mask=(kw < KW)[:, None], other=0.0)
+        x0, x1, x2, x3, x4, x5, x6, x7 = _split8(xs, BKW)
+        v0, v4 = _e2m1_pair(w, 9, 12)
+        v1, v5 = _e2m1_pair(w, 5, 8)
+        v2, v6 = _e2m1_pair(w, 1, 4)
+        v3, v7 = _e2m1_pair(w, -3, 0)
+        sums = v0 * x0[None, :] + v1 * x1[None, :] + v2 * x2[None, :] + v3 * x3[None, :]
+        sums += v4 * x4[None, :] + v5 * x5[None, :] + v6 * x6[None, :] + v7 * x7[None, :]
+        s_ok = r_ok[:, None] & (tl.arange(0, NB) < K // 32 - k0 // 4)[None, :]
+        code = tl.load(s_rows + k0 // 4, mask=s_ok, other=0)
+        acc += tl.sum(tl.reshape(sums, [BN, NB, 4]), axis=2) * _block_scale(code)
+    out = tl.sum(acc, axis=1) + tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
     if SWIGLU:
-        out += tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
         gate, lin = tl.split(tl.reshape(out, [BN // 2, 2]))
         gate = tl.minimum(gate, limit)
         lin = tl.minimum(tl.maximum(lin, -limit), limit)
         cols = pid_n * (BN // 2) + tl.arange(0, BN // 2)
         act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
-        tl.store(out_ptr + pid * (N // 2) + cols, act, mask=cols < N // 2)
+        tl.store(out_ptr + pair * (N // 2) + cols, act, mask=cols < N // 2)
     else:
-        res = out_ptr + pid * N + rows
-        tl.store(res, tl.load(res, mask=r_ok, other=0.0) + out + bias, mask=r_ok)
+        tl.store(part_ptr + pair * N + rows, out * tl.load(gates_ptr + pair), mask=r_ok)
+        tl.debug_barrier()  # every thread's part is stored before the count (acq_rel, GPU scope) says so
+        t = pair // TOPK
+        count = arrivals_ptr + t * tl.num_programs(0) + pid_n
+        if tl.atomic_add(count, 1) == TOPK - 1:
+            total = tl.load(out_ptr + t * N + rows, mask=r_ok, other=0.0)
+            for j in range(TOPK):  # from L2 (.cg): this SM's L1 may hold an older call's parts
+                total += tl.load(part_ptr + (t * TOPK + j) * N + rows, mask=r_ok, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + t * N + rows, total, mask=r_ok)
+            tl.store(count, 0)
 
 
 @kernel
@@ -405,11 +392,13 @@ def tile_rows(pairs: int, num_experts: int) -> int:
     return 64 if pairs >= 64 * num_experts else 16
 
 
-def moe_experts(x, gate_logits, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None):
+def moe_experts(x, gate_logits, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None,
+                arrivals: torch.Tensor | None = None):
     """The expert MLPs of every token's top-k experts, added into the residual stream: x [T, H]
     float32 (the MLP input, or the raw residual to apply `norm` to), gate_logits [T, E] (the
     router's), w1/w2 = (blocks, scales, bias); residual [T, H] += each token's gate-weighted
-    expert outputs, in place. Returns residual."""
+    expert outputs, in place. Returns residual. `arrivals` (`moe_arrivals`) serves the
+    matrix-vector path of a few tokens; pass it where the call is repeated (decode)."""
     T, H = x.shape
     E = w1[0].shape[0]
     check(gate_logits.shape == (T, E) and gate_logits.is_contiguous(), f"moe_experts: gate_logits must be [{T}, {E}]")
@@ -417,7 +406,7 @@ def moe_experts(x, gate_logits, k: int, w1, w2, limit: float, residual: torch.Te
     check(residual.shape == x.shape and residual.is_contiguous(), "moe_experts: residual must be [T, H] like x")
     if T * k <= GEMV_MAX_PAIRS:
         ids, gates, h = moe_route(gate_logits, x, k, norm)
-        return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual)
+        return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual, arrivals)
     ids, gates = topk_softmax(gate_logits, k)
     bm = tile_rows(T * k, E)
     sorted_pairs, tile_expert = moe_align(ids, E, bm)
@@ -453,7 +442,7 @@ def _gemv_tile(name: str, N: int, arch: int) -> dict:
     return tuning.config(name, arch) if arch != CPU else {"BN": min(256, next_pow2(N)), "BKW": 8, "num_warps": 4}
 
 
-def moe_gemv_swiglu(x, ids, w1, limit: float) -> torch.Tensor:
+def moe_gemv_swiglu(x, ids, w1, limit: float, tile: dict | None = None) -> torch.Tensor:
     """mlp1 for a few pairs: x [T, K] float32 (one row per token), ids [T, k] -> SwiGLU
     activations [T*k, N/2] float32, one row per pair."""
     blocks, scales, bias = w1
@@ -463,17 +452,26 @@ def moe_gemv_swiglu(x, ids, w1, limit: float) -> torch.Tensor:
     R = ids.numel()
     out = torch.empty(R, N // 2, dtype=torch.float32, device=x.device)
     arch = arch_of(x)
-    tile = _gemv_tile("moe_gemv", N, arch)
+    tile = tile or _gemv_tile("moe_gemv", N, arch)
     moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), R)](
-        x, ids, ids, _as_words(blocks), scales, bias, out, N, K, ids.shape[1], limit, SWIGLU=True,
+        x, ids, ids, _as_words(blocks), scales, bias, out, out, ids, N, K, ids.shape[1], limit, SWIGLU=True,
         **tile, **dependent_launch_args(arch),
     )
     return out
 
 
-def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor) -> torch.Tensor:
+def moe_arrivals(hidden_size: int, device) -> torch.Tensor:
+    """The arrival counts `moe_gemv_combine` needs, zero, for up to GEMV_MAX_PAIRS tokens of
+    any tile (one count per token and row block). Every call leaves them zero again, so a
+    decode loop (or CUDA graph) allocates them once and passes them in."""
+    return torch.zeros(GEMV_MAX_PAIRS * hidden_size, dtype=torch.int32, device=device)
+
+
+def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torch.Tensor | None = None,
+                     tile: dict | None = None) -> torch.Tensor:
     """mlp2 for a few pairs, combined: act [T*k, K] float32 (one row per pair), ids/gates
-    [T, k]; residual [T, N] += each token's gate-weighted outputs, in place."""
+    [T, k]; residual [T, N] += each token's gate-weighted outputs, in place. `arrivals`:
+    from `moe_arrivals` (allocated here if not given)."""
     blocks, scales, bias = w2
     E, N, kblocks, _ = blocks.shape
     K = kblocks * 32
@@ -481,10 +479,16 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor) -> torch.Tenso
     check(act.shape == (T * k, K) and act.is_contiguous() and act.dtype == torch.float32,
           "moe_gemv: act must be float32 [T*k, K]")
     check(residual.shape == (T, N) and residual.dtype == torch.float32, "moe_gemv: residual must be float32 [T, N]")
+    check(T <= GEMV_MAX_PAIRS, f"moe_gemv: {T} tokens, at most {GEMV_MAX_PAIRS}")
+    if arrivals is None:
+        arrivals = moe_arrivals(N, act.device)
+    check(arrivals.dtype == torch.int32 and arrivals.numel() >= GEMV_MAX_PAIRS * N,
+          f"moe_gemv: arrivals must be moe_arrivals({N}, device)")
     arch = arch_of(act)
-    tile = _gemv_tile("moe_gemv_combine", N, arch)
-    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), T)](
-        act, ids, gates, _as_words(blocks), scales, bias, residual, N, K, k, 0.0, SWIGLU=False,
+    tile = tile or _gemv_tile("moe_gemv_combine", N, arch)
+    parts = torch.empty(T * k, N, dtype=torch.float32, device=act.device)
+    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), T * k)](
+        act, ids, gates, _as_words(blocks), scales, bias, residual, parts, arrivals, N, K, k, 0.0, SWIGLU=False,
         **tile, **dependent_launch_args(arch),
     )
     return residual

@@ -17,7 +17,7 @@ import torch
 from tritonllm.kernels.attention import DecodeScratch, attention_decode, attention_prefill
 from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
-from tritonllm.kernels.moe import moe_experts
+from tritonllm.kernels.moe import moe_arrivals, moe_experts
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv
 from tritonllm.model.config import ModelConfig
@@ -59,6 +59,15 @@ class KVCache:
         return first >= pos0 or first >= written - min(self.window, self.context_length)
 
 
+@dataclass
+class StepScratch:
+    """What a decode step reuses from call to call (the engine keeps one, so its CUDA graph
+    sees fixed addresses): attention's split partials and the expert GEMV's arrival counts."""
+
+    attention: DecodeScratch
+    moe_arrivals: torch.Tensor
+
+
 class Transformer:
     def __init__(self, weights: Weights):
         self.weights = weights
@@ -86,7 +95,7 @@ class Transformer:
         x = self._layers(tokens, attend)
         return self._logits(x if all_logits else x[-1:])
 
-    def decode(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache, scratch) -> torch.Tensor:
+    def decode(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache, scratch: StepScratch) -> torch.Tensor:
         """One token [1] int32 at the position held in `pos` [1] int32, both on the device
         (so the step can be captured in a CUDA graph). Returns logits [1, V] float32."""
 
@@ -97,34 +106,36 @@ class Transformer:
             q = qkv_rope_decode(x, layer.qkv_weight, layer.qkv_bias, norm, pos, self.inv_freq, self.concentration,
                                 self.config.num_attention_heads, k_cache, v_cache)
             return attention_decode(q, k_cache, v_cache, layer.sinks, pos, self.config.sm_scale, self._window(i),
-                                    scratch=scratch)
+                                    scratch=scratch.attention)
 
-        return self._logits(self._layers(token, attend))
+        return self._logits(self._layers(token, attend, scratch.moe_arrivals))
 
-    def decode_scratch(self, context_length: int) -> DecodeScratch:
-        cfg = self.config
+    def decode_scratch(self, context_length: int) -> StepScratch:
+        cfg, device = self.config, self.weights.device
         rows = cache_rows(cfg, context_length)
-        return DecodeScratch.allocate(rows, cfg.num_attention_heads, cfg.head_dim, self.weights.device)
+        return StepScratch(DecodeScratch.allocate(rows, cfg.num_attention_heads, cfg.head_dim, device),
+                           moe_arrivals(cfg.hidden_size, device))
 
     def _window(self, i: int) -> int:
         return self.config.sliding_window if self.config.sliding_layers[i] else 0
 
-    def _layers(self, tokens, attend) -> torch.Tensor:
+    def _layers(self, tokens, attend, moe_arrivals: torch.Tensor | None = None) -> torch.Tensor:
         cfg, w = self.config, self.weights
         x = embedding(tokens, w.embedding)  # [T, H] float32 residual stream
         for i, layer in enumerate(w.layers):
             a = attend(i, x, Norm(layer.attn_norm, cfg.rms_norm_eps)).view(tokens.shape[0], cfg.q_size)
             linear(a, layer.out_weight, layer.out_bias, residual=x, out=x)
-            self._moe(layer, x)
+            self._moe(layer, x, moe_arrivals)
         return x
 
-    def _moe(self, layer: LayerWeights, x: torch.Tensor) -> None:
+    def _moe(self, layer: LayerWeights, x: torch.Tensor, arrivals: torch.Tensor | None) -> None:
         cfg = self.config
         norm = Norm(layer.mlp_norm, cfg.rms_norm_eps)
         gate_logits = linear(x, layer.gate_weight, layer.gate_bias, norm=norm)
         w1 = (layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias)
         w2 = (layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias)
-        moe_experts(x, gate_logits, cfg.experts_per_token, w1, w2, cfg.swiglu_limit, residual=x, norm=norm)
+        moe_experts(x, gate_logits, cfg.experts_per_token, w1, w2, cfg.swiglu_limit, residual=x, norm=norm,
+                    arrivals=arrivals)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x.contiguous(), self.weights.unembedding, norm=Norm(self.weights.norm, self.config.rms_norm_eps))
