@@ -92,8 +92,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-kernels", action="store_true")
     p.add_argument("--out", type=Path)
+    p.add_argument("--commit", help="the commit checked (default: git's HEAD; a copy without .git has none)")
     args = p.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                           capture_output=True, text=True).stdout.strip()
     report = {
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(),
