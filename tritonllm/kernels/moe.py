@@ -13,7 +13,7 @@ Decode (a few pairs) replaces 1-5 with `moe_route` (top-k and the RMSNorm of the
 input in one small launch) and `moe_gemv_kernel`, matrix-vector products with float32 FMAs
 and no padding to tensor-core tiles, one program per (row block, pair) for mlp1 and for mlp2;
 the last of a token's mlp2 programs on a row block adds the k gate-weighted parts into the
-residual (the combine, fused; H100: 13.6 us for the four experts of a 20b layer, against 14.7
+residual (the combine, fused; H100: 13.2 us for the four experts of a 20b layer, against 16.8
 with one program per token running its k experts in turn). `moe_experts` picks the path.
 (Routing and norm inside every mlp1 program instead was measured slower on the H100, 24.9
 against 20.2 us per layer: the kernel went from 80 to 128 registers.)
