@@ -16,7 +16,7 @@ import json
 import torch
 from triton.testing import do_bench
 
-from tools.kernel_checks import moe_reference, random_experts, rel_err
+from tools.kernel_checks import moe_reference, random_experts, rel_err, routing_reference
 from tritonllm.kernels.moe import (
     mm_config, moe_align, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
     split_bf16, tile_rows,
@@ -25,17 +25,11 @@ from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 
 
-def _routing(T: int, E: int, k: int):
-    """Random router logits [T, E] and the top-k expert ids and softmax weights they select."""
-    logits = torch.randn(T, E, device="cuda")
-    top = torch.topk(logits, k)
-    return logits, top.indices.int(), torch.softmax(top.values, -1)
-
-
 def grouped(cfg, T: int, peak_tflops: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(T, H, device="cuda")
-    logits, ids, gates = _routing(T, E, k)
+    logits = torch.randn(T, E, device="cuda")
+    ids, gates = routing_reference(logits, k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(T, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).view(T, k, H).sum(1)
@@ -72,7 +66,8 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
 def gemv(cfg, bandwidth: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(1, H, device="cuda")
-    logits, ids, gates = _routing(1, E, k)
+    logits = torch.randn(1, E, device="cuda")
+    ids, gates = routing_reference(logits, k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(1, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)

@@ -164,13 +164,19 @@ def check_attention_decode(device, pos=39, NH=16, KVH=2, D=16, window=8, ctx=64)
     return _result("attention_decode", shape, out, ref, F32_OUT)
 
 
+def routing_reference(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits [T, E] -> the top-k expert ids [T, k] int32 and their softmax weights."""
+    top = torch.topk(logits, k)
+    return top.indices.int(), torch.softmax(top.values, -1)
+
+
 def check_topk_softmax(device, T=9, E=8, K=4) -> dict:
     logits = torch.randn(T, E, device=device)
     ids, gates = topk_softmax(logits, K)
-    top = torch.topk(logits, K)
-    if not torch.equal(ids.long(), top.indices):
+    ref_ids, ref_gates = routing_reference(logits, K)
+    if not torch.equal(ids, ref_ids):
         return {"kernel": "topk_softmax", "T": T, "E": E, "K": K, "rel_err": float("inf"), "bound": 0.0}
-    return _result("topk_softmax", {"T": T, "E": E, "K": K}, gates, torch.softmax(top.values, -1), F32_OUT)
+    return _result("topk_softmax", {"T": T, "E": E, "K": K}, gates, ref_gates, F32_OUT)
 
 
 def random_experts(device, E, N, K, scale_codes=(118, 121)):
@@ -201,8 +207,7 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     fused. Up to GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
     logits = torch.randn(T, E, device=device)
-    top = torch.topk(logits, K)
-    ids, gates = top.indices, torch.softmax(top.values, -1)
+    ids, gates = routing_reference(logits, K)
     w1 = random_experts(device, E, 2 * I, H, scale_codes)
     w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
