@@ -120,8 +120,13 @@ def _e2m1_halves(packed):
     p = packed.to(tl.int32)
     lo = ((p << 12) & 0x8000) | ((p << 9) & 0x0E00)
     hi = ((p << 8) & 0x8000) | ((p << 5) & 0x0E00)
-    return (lo.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
-            hi.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32))
+    return _from_fp16_bits(lo), _from_fp16_bits(hi)
+
+
+@triton.jit
+def _from_fp16_bits(p):
+    """int32 holding an fp16 bit pattern in its low 16 bits -> float32 (exact)."""
+    return p.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
 
 
 @triton.jit
@@ -223,9 +228,7 @@ def _e2m1_pair(w, MAG_SHIFT: tl.constexpr, SIGN_SHIFT: tl.constexpr):
     else:
         mag = (w >> -MAG_SHIFT) & 0x0E000E00
     p = mag | ((w << SIGN_SHIFT) & -2147450880)  # 0x80008000 as int32
-    lo = p.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-    hi = (p >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-    return lo, hi
+    return _from_fp16_bits(p), _from_fp16_bits(p >> 16)
 
 
 @triton.jit
@@ -438,7 +441,7 @@ def _as_words(blocks: torch.Tensor) -> torch.Tensor:
 
 def _gemv_tile(name: str, N: int, arch: int) -> dict:
     """The interpreter pays per program, so it gets whole matrices; its short chunks (64 values)
-    make the tests cover the chunk loop, ragged last chunks and the step from expert to expert."""
+    make the tests cover the chunk loop and ragged last chunks."""
     return tuning.config(name, arch) if arch != CPU else {"BN": min(256, next_pow2(N)), "BKW": 8, "num_warps": 4}
 
 
