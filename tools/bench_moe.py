@@ -17,6 +17,7 @@ import torch
 from triton.testing import do_bench
 
 from tools.kernel_checks import moe_reference, random_experts, rel_err, routing_reference
+from tritonllm.kernels.linear import linear_reference
 from tritonllm.kernels.moe import (
     mm_config, moe_align, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
     split_bf16, tile_rows,
@@ -28,12 +29,12 @@ from tritonllm.runtime.target import arch_of
 def grouped(cfg, T: int, peak_tflops: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(T, H, device="cuda")
-    logits = torch.randn(T, E, device="cuda")
-    ids, gates = routing_reference(logits, k)
+    router = (torch.randn(E, H, device="cuda").bfloat16(), torch.randn(E, device="cuda").bfloat16())
+    ids, gates = routing_reference(linear_reference(x, *router), k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(T, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).view(T, k, H).sum(1)
-    err = rel_err(moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
+    err = rel_err(moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
     rows = []
@@ -57,7 +58,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
                          "mlp1_ms": t1, "mlp2_ms": t2,
                          "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
             print(rows[-1], flush=True)
-    total = do_bench(lambda: moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
+    total = do_bench(lambda: moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
     return {"tokens": T, "pairs": T * k, "rel_err": err, "moe_experts_ms": total,
             "useful_tflops": flops / (total * 1e-3) / 1e12,
             "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "tiles": rows}
@@ -66,12 +67,12 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
 def gemv(cfg, bandwidth: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(1, H, device="cuda")
-    logits = torch.randn(1, E, device="cuda")
-    ids, gates = routing_reference(logits, k)
+    router = (torch.randn(E, H, device="cuda").bfloat16(), torch.randn(E, device="cuda").bfloat16())
+    ids, gates = routing_reference(linear_reference(x, *router), k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(1, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)
-    err = rel_err(moe_experts(x, logits, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
+    err = rel_err(moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
     act = moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit)
     t1 = do_bench(lambda: moe_gemv_swiglu(x, ids, w1, cfg.swiglu_limit), return_mode="median")
     t2 = do_bench(lambda: moe_gemv_combine(act, ids, gates, w2, residual), return_mode="median")

@@ -206,18 +206,17 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine; norm: of the input,
     fused. Up to GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
-    logits = torch.randn(T, E, device=device)
-    ids, gates = routing_reference(logits, K)
+    router = (torch.randn(E, H, device=device).bfloat16(), torch.randn(E, device=device).bfloat16())
+    n = _norm(device, H) if norm else None
+    h = rmsnorm_reference(x, n.scale, n.eps) if norm else x
+    ids, gates = routing_reference(linear_reference(h, *router), K)
     w1 = random_experts(device, E, 2 * I, H, scale_codes)
     w2 = random_experts(device, E, H, I, scale_codes)
     residual = torch.randn(T, H, device=device)
-    n = _norm(device, H) if norm else None
     # Twice with one set of arrival counts, as decode runs: each call must leave them zero.
     arrivals = moe_arrivals(H, device)
-    out = torch.cat([moe_experts(x, logits, K, w1, w2, limit, residual=residual.clone(), norm=n, arrivals=arrivals)
+    out = torch.cat([moe_experts(x, router, K, w1, w2, limit, residual=residual.clone(), norm=n, arrivals=arrivals)
                      for _ in range(2)])
-
-    h = rmsnorm_reference(x, n.scale, n.eps) if norm else x
     ref = residual.double() + moe_reference(h, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
     return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, torch.cat([ref, ref]), F32_OUT)
 

@@ -96,13 +96,14 @@ def test_launcher_rejects_bad_shapes():
         linear(torch.randn(1, 8), torch.randn(3, 8).bfloat16(), norm=Norm(torch.ones(9), 1e-5))
 
 
-def test_moe_rejects_router_logits_of_the_wrong_shape():
+def test_moe_rejects_a_router_of_the_wrong_shape():
     from tritonllm.kernels.moe import moe_experts
 
     x = torch.randn(1, 64)
     w1, w2 = kc.random_experts(CPU, 8, 64, 64), kc.random_experts(CPU, 8, 64, 32)
-    with pytest.raises(ValueError, match=r"gate_logits must be \[1, 8\]"):
-        moe_experts(x, torch.randn(1, 4), 2, w1, w2, 7.0, residual=x.clone())
+    router = (torch.randn(4, 64).bfloat16(), torch.randn(4).bfloat16())  # 4 experts' router, 8 experts
+    with pytest.raises(ValueError, match=r"the router must be \[8, 64\] and \[8\]"):
+        moe_experts(x, router, 2, w1, w2, 7.0, residual=x.clone())
 
 
 def test_ring_cache_misuse_is_refused():

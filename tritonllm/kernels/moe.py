@@ -9,8 +9,8 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
    epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
-Decode (a few pairs) replaces 1-5 with `moe_route` (top-k and the RMSNorm of the expert
-input in one small launch) and `moe_gemv_kernel`, matrix-vector products with float32 FMAs
+Decode (a few pairs) replaces the router's matmul and 1-5 with `moe_route` (the router,
+top-k and the RMSNorm of the expert input in one small launch) and `moe_gemv_kernel`, matrix-vector products with float32 FMAs
 and no padding to tensor-core tiles, one program per (row block, pair) for mlp1 and for mlp2;
 the last of a token's mlp2 programs on a row block adds the k gate-weighted parts into the
 residual (the combine, fused; H100: 13.2 us for the four experts of a 20b layer, against 16.8
@@ -33,7 +33,8 @@ from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
     check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
 )
-from tritonllm.kernels.rmsnorm import Norm, normed_row, rmsnorm
+from tritonllm.kernels.linear import linear
+from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
@@ -247,23 +248,40 @@ def _split8(xs, BKW: tl.constexpr):
 
 @kernel
 def moe_route_kernel(
-    logits_ptr, x_ptr, norm_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
+    x_ptr, norm_ptr, w_ptr, b_ptr, part_ptr, count_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
     TOPK: tl.constexpr, BE: tl.constexpr, BTOPK: tl.constexpr, NORM: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr,
+    CHUNK: tl.constexpr, PDL: tl.constexpr,
 ):
-    """Decode, one program per token: its top TOPK experts and their softmax weights from the
-    router logits [T, E], and (NORM) the expert input h = RMSNorm(x), float32."""
+    """Decode's router and routing, grid (tokens, chunks of CHUNK inputs): program (t, c) writes
+    chunk c of the expert input h = RMSNorm(x) (x itself without NORM) and its part of the
+    router logits, W[:, chunk] @ h[chunk], into part[t, c]; then it counts itself in count[t],
+    and the last of the token's programs to arrive adds the parts in chunk order (so the sum
+    does not depend on who came last) and the bias, picks the top TOPK experts and their
+    softmax weights, and sets the count back to 0 for the next call."""
     wait_for_inputs(PDL)
-    t = tl.program_id(0).to(tl.int64)
-    e = tl.arange(0, BE)
-    v = tl.load(logits_ptr + t * E + e, mask=e < E, other=0.0)
-    top_i, w = _topk_softmax(v[None, :], e, E, TOPK, BTOPK)
-    kk = tl.arange(0, BTOPK)[None, :]
-    tl.store(ids_ptr + t * TOPK + kk, top_i, mask=kk < TOPK)
-    tl.store(gates_ptr + t * TOPK + kk, w, mask=kk < TOPK)
+    t, c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    cols = c * CHUNK + tl.arange(0, CHUNK)
+    c_ok = cols < K
+    h = tl.load(x_ptr + t * K + cols, mask=c_ok, other=0.0)
     if NORM:
-        cols = tl.arange(0, BLOCK_K)
-        tl.store(h_ptr + t * K + cols, normed_row(x_ptr + t * K, norm_ptr, K, eps, BLOCK_K), mask=cols < K)
+        row = tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + t * K + row, mask=row < K, other=0.0)
+        h = h * rstd(tl.sum(x * x, axis=0), K, eps) * tl.load(norm_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+        tl.store(h_ptr + t * K + cols, h, mask=c_ok)
+    e = tl.arange(0, BE)
+    w = tl.load(w_ptr + e[:, None] * K + cols[None, :], mask=(e < E)[:, None] & c_ok[None, :], other=0.0)
+    parts = part_ptr + t * tl.num_programs(1) * BE + e
+    tl.store(parts + c * BE, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
+    tl.debug_barrier()  # every thread's part is stored before the count (acq_rel, GPU scope) says so
+    if tl.atomic_add(count_ptr + t, 1) == tl.num_programs(1) - 1:
+        logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32)
+        for j in range(tl.num_programs(1)):  # from L2 (.cg): this SM's L1 may hold an older call's parts
+            logits += tl.load(parts + j * BE, cache_modifier=".cg")
+        top_i, gate = _topk_softmax(logits[None, :], e, E, TOPK, BTOPK)
+        kk = tl.arange(0, BTOPK)[None, :]
+        tl.store(ids_ptr + t * TOPK + kk, top_i, mask=kk < TOPK)
+        tl.store(gates_ptr + t * TOPK + kk, gate, mask=kk < TOPK)
+        tl.store(count_ptr + t, 0)
 
 
 @kernel
@@ -395,39 +413,51 @@ def tile_rows(pairs: int, num_experts: int) -> int:
     return 64 if pairs >= 64 * num_experts else 16
 
 
-def moe_experts(x, gate_logits, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None,
+def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None,
                 arrivals: torch.Tensor | None = None):
-    """The expert MLPs of every token's top-k experts, added into the residual stream: x [T, H]
-    float32 (the MLP input, or the raw residual to apply `norm` to), gate_logits [T, E] (the
-    router's), w1/w2 = (blocks, scales, bias); residual [T, H] += each token's gate-weighted
-    expert outputs, in place. Returns residual. `arrivals` (`moe_arrivals`) serves the
-    matrix-vector path of a few tokens; pass it where the call is repeated (decode)."""
+    """The router and the expert MLPs of every token's top-k experts, added into the residual
+    stream: x [T, H] float32 (the MLP input, or the raw residual to apply `norm` to), router =
+    (weight [E, H], bias [E]), w1/w2 = (blocks, scales, bias); residual [T, H] += each token's
+    gate-weighted expert outputs, in place. Returns residual. `arrivals` (`moe_arrivals`) serves
+    the matrix-vector path of a few tokens; pass it where the call is repeated (decode)."""
     T, H = x.shape
     E = w1[0].shape[0]
-    check(gate_logits.shape == (T, E) and gate_logits.is_contiguous(), f"moe_experts: gate_logits must be [{T}, {E}]")
+    check(router[0].shape == (E, H) and router[1].shape == (E,), f"moe_experts: the router must be [{E}, {H}] and [{E}]")
     check(0 < k <= E, f"moe_experts: {k} experts per token of {E}")
     check(residual.shape == x.shape and residual.is_contiguous(), "moe_experts: residual must be [T, H] like x")
     if T * k <= GEMV_MAX_PAIRS:
-        ids, gates, h = moe_route(gate_logits, x, k, norm)
+        if arrivals is None:
+            arrivals = moe_arrivals(H, x.device)
+        ids, gates, h = moe_route(x, router, k, norm, arrivals)
         return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual, arrivals)
-    ids, gates = topk_softmax(gate_logits, k)
+    ids, gates = topk_softmax(linear(x, *router, norm=norm), k)
     bm = tile_rows(T * k, E)
     sorted_pairs, tile_expert = moe_align(ids, E, bm)
     act = moe_mlp1(rmsnorm(x, norm) if norm else split_bf16(x), sorted_pairs, tile_expert, *w1, k, limit, bm)
     return moe_combine(moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm), residual, k)
 
 
-def moe_route(gate_logits, x, k: int, norm: Norm | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode's routing: gate_logits [T, E] -> (expert ids [T, k] int32, softmax weights [T, k],
-    the expert input h [T, H] float32: norm(x), or x itself without a norm)."""
-    T, E = gate_logits.shape
-    H = x.shape[1]
+def moe_route(x, router, k: int, norm: Norm | None, arrivals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode's router and routing in one launch: x [T, H], router (weight [E, H] bf16, bias [E])
+    -> (expert ids [T, k] int32, softmax weights [T, k], the expert input h [T, H] float32:
+    norm(x), or x itself without a norm). `arrivals`: from `moe_arrivals`."""
+    T, H = x.shape
+    weight, bias = router
+    E = weight.shape[0]
+    check(x.is_contiguous() and weight.is_contiguous(), "moe_route: x and the router weight must be contiguous")
+    check(T <= GEMV_MAX_PAIRS and arrivals.numel() >= GEMV_MAX_PAIRS * (H + 1),
+          f"moe_route: at most {GEMV_MAX_PAIRS} tokens, arrivals from moe_arrivals({H}, device)")
     ids = torch.empty(T, k, dtype=torch.int32, device=x.device)
     gates = torch.empty(T, k, dtype=torch.float32, device=x.device)
     h = x if norm is None else torch.empty_like(x)
-    moe_route_kernel[(T,)](
-        gate_logits, x, x if norm is None else norm.scale, ids, gates, h, E, H, 0.0 if norm is None else norm.eps,
-        TOPK=k, BE=next_pow2(E), BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=next_pow2(H), num_warps=4,
+    BLOCK_K, BE = next_pow2(H), next_pow2(E)
+    chunk = min(BLOCK_K, 256 if on_gpu(x) else 32)  # the interpreter: small chunks, so tests cover several
+    chunks = triton.cdiv(H, chunk)
+    parts = torch.empty(T, chunks, BE, dtype=torch.float32, device=x.device)
+    moe_route_kernel[(T, chunks)](
+        x, x if norm is None else norm.scale, weight, bias, parts, arrivals[GEMV_MAX_PAIRS * H:], ids, gates, h, E, H,
+        0.0 if norm is None else norm.eps,
+        TOPK=k, BE=BE, BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, num_warps=4,
         **dependent_launch_args(arch_of(x)),
     )
     return ids, gates, h
@@ -464,10 +494,11 @@ def moe_gemv_swiglu(x, ids, w1, limit: float, tile: dict | None = None) -> torch
 
 
 def moe_arrivals(hidden_size: int, device) -> torch.Tensor:
-    """The arrival counts `moe_gemv_combine` needs, zero, for up to GEMV_MAX_PAIRS tokens of
-    any tile (one count per token and row block). Every call leaves them zero again, so a
-    decode loop (or CUDA graph) allocates them once and passes them in."""
-    return torch.zeros(GEMV_MAX_PAIRS * hidden_size, dtype=torch.int32, device=device)
+    """The arrival counts the decode path needs, zero, for up to GEMV_MAX_PAIRS tokens of any
+    tile: `moe_gemv_combine`'s (one per token and row block) first, then `moe_route`'s (one per
+    token). Every call leaves them zero again, so a decode loop (or CUDA graph) allocates them
+    once and passes them in."""
+    return torch.zeros(GEMV_MAX_PAIRS * (hidden_size + 1), dtype=torch.int32, device=device)
 
 
 def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torch.Tensor | None = None,
