@@ -10,8 +10,9 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
 Decode (a few pairs) replaces the router's matmul and 1-5 with `moe_route` (the router,
-top-k and the RMSNorm of the expert input in one small launch) and `moe_gemv_kernel`, matrix-vector products with float32 FMAs
-and no padding to tensor-core tiles, one program per (row block, pair) for mlp1 and for mlp2;
+top-k and the RMSNorm of the expert input in one small launch) and `moe_gemv_kernel`,
+matrix-vector products with float32 FMAs and no padding to tensor-core tiles, one program
+per (row block, pair) for mlp1 and for mlp2;
 the last of a token's mlp2 programs on a row block adds the k gate-weighted parts into the
 residual (the combine, fused; H100: 13.2 us for the four experts of a 20b layer, against 16.8
 with one program per token running its k experts in turn). `moe_experts` picks the path.
@@ -422,7 +423,8 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
     the matrix-vector path of a few tokens; pass it where the call is repeated (decode)."""
     T, H = x.shape
     E = w1[0].shape[0]
-    check(router[0].shape == (E, H) and router[1].shape == (E,), f"moe_experts: the router must be [{E}, {H}] and [{E}]")
+    check(router[0].shape == (E, H) and router[1].shape == (E,),
+          f"moe_experts: the router must be [{E}, {H}] and [{E}]")
     check(0 < k <= E, f"moe_experts: {k} experts per token of {E}")
     check(residual.shape == x.shape and residual.is_contiguous(), "moe_experts: residual must be [T, H] like x")
     if T * k <= GEMV_MAX_PAIRS:
@@ -437,7 +439,8 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
     return moe_combine(moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm), residual, k)
 
 
-def moe_route(x, router, k: int, norm: Norm | None, arrivals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def moe_route(x, router, k: int, norm: Norm | None,
+              arrivals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode's router and routing in one launch: x [T, H], router (weight [E, H] bf16, bias [E])
     -> (expert ids [T, k] int32, softmax weights [T, k], the expert input h [T, H] float32:
     norm(x), or x itself without a norm). `arrivals`: from `moe_arrivals`."""
