@@ -247,6 +247,15 @@ def _split8(xs, BKW: tl.constexpr):
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
+@triton.jit
+def _last_to_arrive(count_ptr, programs):
+    """Count this program in *count_ptr once every thread's stores are done; True in the last
+    of `programs` to arrive, which then sees all their stores (acq_rel atomic, GPU scope; read
+    them with .cg loads, as this SM's L1 may hold an older call's) and must reset the count."""
+    tl.debug_barrier()
+    return tl.atomic_add(count_ptr, 1) == programs - 1
+
+
 @kernel
 def moe_route_kernel(
     x_ptr, norm_ptr, w_ptr, b_ptr, part_ptr, count_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
@@ -273,10 +282,9 @@ def moe_route_kernel(
     w = tl.load(w_ptr + e[:, None] * K + cols[None, :], mask=(e < E)[:, None] & c_ok[None, :], other=0.0)
     parts = part_ptr + t * tl.num_programs(1) * BE + e
     tl.store(parts + c * BE, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
-    tl.debug_barrier()  # every thread's part is stored before the count (acq_rel, GPU scope) says so
-    if tl.atomic_add(count_ptr + t, 1) == tl.num_programs(1) - 1:
+    if _last_to_arrive(count_ptr + t, tl.num_programs(1)):
         logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32)
-        for j in range(tl.num_programs(1)):  # from L2 (.cg): this SM's L1 may hold an older call's parts
+        for j in range(tl.num_programs(1)):
             logits += tl.load(parts + j * BE, cache_modifier=".cg")
         top_i, gate = _topk_softmax(logits[None, :], e, E, TOPK, BTOPK)
         kk = tl.arange(0, BTOPK)[None, :]
@@ -346,12 +354,11 @@ def moe_gemv_kernel(
         tl.store(out_ptr + pair * (N // 2) + cols, act, mask=cols < N // 2)
     else:
         tl.store(part_ptr + pair * N + rows, out * tl.load(gates_ptr + pair), mask=r_ok)
-        tl.debug_barrier()  # every thread's part is stored before the count (acq_rel, GPU scope) says so
         t = pair // TOPK
         count = arrivals_ptr + t * tl.num_programs(0) + pid_n
-        if tl.atomic_add(count, 1) == TOPK - 1:
+        if _last_to_arrive(count, TOPK):
             total = tl.load(out_ptr + t * N + rows, mask=r_ok, other=0.0)
-            for j in range(TOPK):  # from L2 (.cg): this SM's L1 may hold an older call's parts
+            for j in range(TOPK):
                 total += tl.load(part_ptr + (t * TOPK + j) * N + rows, mask=r_ok, other=0.0, cache_modifier=".cg")
             tl.store(out_ptr + t * N + rows, total, mask=r_ok)
             tl.store(count, 0)
