@@ -17,7 +17,6 @@ and denominator (prefill) or joins in the combine (decode).
   layer at 4k context: one program per kv head merged 32 splits serially.)
 """
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,11 +24,11 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, wait_for_inputs
+from tritonllm.kernels.common import (
+    LOG2E, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, wait_for_inputs,
+)
 from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import arch_of
-
-LOG2E = math.log2(math.e)
 
 
 @triton.jit
@@ -64,7 +63,7 @@ def attention_prefill_kernel(
     d = tl.arange(0, D)
     q = tl.load(q_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [BM, D]
 
-    m_i = tl.load(sinks_ptr + head).to(tl.float32) * 1.4426950408889634  # the sink logit, base 2
+    m_i = tl.load(sinks_ptr + head).to(tl.float32) * LOG2E  # the sink logit, base 2
     l_i = tl.full([BM], 1.0, tl.float32)
     acc = tl.zeros([BM, D], dtype=tl.float32)
 
@@ -147,7 +146,7 @@ def _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, head, h_ok, n
     """Softmax-weighted merge of n_splits partials of the heads `head` [BH], BS splits at a
     time (one step for up to BS splits), with the sink as one more logit of zero value.
     Returns the attention output [BH, D]."""
-    m_all = tl.load(sinks_ptr + head, mask=h_ok, other=0.0).to(tl.float32) * 1.4426950408889634
+    m_all = tl.load(sinks_ptr + head, mask=h_ok, other=0.0).to(tl.float32) * LOG2E
     l_all = tl.full(m_all.shape, 1.0, tl.float32)  # the sink's exp2(sink - m_all)
     acc = tl.zeros([head.shape[0], D], dtype=tl.float32)
     s_in = tl.arange(0, BS)
@@ -201,7 +200,7 @@ def attention_prefill(
     BT = max(1, 64 // G) if on_gpu(q) else max(1, 128 // G)
     BN = 64 if on_gpu(q) else 128
     attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
-        q, k_cache, v_cache, k_new, v_new, sinks, out, T, pos0, rows, sm_scale * LOG2E, window, NH, KVH,
+        q, k_cache, v_cache, k_new, v_new, sinks, out, T, pos0, rows, sm_scale * LOG2E.value, window, NH, KVH,
         G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), num_warps=4,
     )
     return out
@@ -265,7 +264,7 @@ def attention_decode(
     BN = 64 if on_gpu(q) else 256
     arch = arch_of(q)
     attention_decode_kernel[(KVH, n_splits)](
-        q, k_cache, v_cache, pos, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E, window, NH, KVH,
+        q, k_cache, v_cache, pos, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window, NH, KVH,
         G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4, **dependent_launch_args(arch),
     )
     # GPU: one step over up to 64 splits for two heads per program; CPU: whole rows, and

@@ -7,6 +7,8 @@ import triton.language as tl
 from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import CPU, arch_of, dependent_launch
 
+LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmaxes run on exp2 (launchers: LOG2E.value)
+
 
 @triton.jit
 def _split_bf16(x):

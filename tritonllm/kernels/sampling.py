@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check, on_gpu
+from tritonllm.kernels.common import LOG2E, check, on_gpu
 from tritonllm.runtime.kernel import kernel
 
 BISECT_STEPS = tl.constexpr(32)
@@ -37,7 +37,7 @@ def sample_kernel(
     token = tl.min(tl.where(best_v == top, best_i, V), axis=0)
     if not GREEDY:
         # base-2 log-probabilities up to a constant: lp = (x - top) / T * log2(e)
-        scale = inv_temperature * 1.4426950408889634
+        scale = inv_temperature * LOG2E
         z = tl.zeros([BLOCK], dtype=tl.float32)
         for v0 in range(0, V, BLOCK):
             x = tl.load(logits_ptr + v0 + offs, mask=v0 + offs < V, other=float("-inf"))
