@@ -16,7 +16,7 @@ import json
 import torch
 from triton.testing import do_bench
 
-from tools.kernel_checks import moe_reference, random_experts, rel_err, routing_reference
+from tools.kernel_checks import moe_reference, random_experts, random_router, rel_err, routing_reference
 from tritonllm.kernels.linear import linear_reference
 from tritonllm.kernels.moe import (
     mm_config, moe_align, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
@@ -29,7 +29,7 @@ from tritonllm.runtime.target import arch_of
 def grouped(cfg, T: int, peak_tflops: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(T, H, device="cuda")
-    router = (torch.randn(E, H, device="cuda").bfloat16(), torch.randn(E, device="cuda").bfloat16())
+    router = random_router("cuda", E, H)
     ids, gates = routing_reference(linear_reference(x, *router), k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(T, H, device="cuda")
@@ -67,7 +67,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
 def gemv(cfg, bandwidth: float) -> dict:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(1, H, device="cuda")
-    router = (torch.randn(E, H, device="cuda").bfloat16(), torch.randn(E, device="cuda").bfloat16())
+    router = random_router("cuda", E, H)
     ids, gates = routing_reference(linear_reference(x, *router), k)
     w1, w2 = random_experts("cuda", E, 2 * I, H), random_experts("cuda", E, H, I)
     residual = torch.randn(1, H, device="cuda")

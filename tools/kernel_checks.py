@@ -170,6 +170,11 @@ def routing_reference(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
     return top.indices.int(), torch.softmax(top.values, -1)
 
 
+def random_router(device, E: int, H: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random router (weight [E, H], bias [E], bf16 as published)."""
+    return torch.randn(E, H, device=device).bfloat16(), torch.randn(E, device=device).bfloat16()
+
+
 def check_topk_softmax(device, T=9, E=8, K=4) -> dict:
     logits = torch.randn(T, E, device=device)
     ids, gates = topk_softmax(logits, K)
@@ -206,7 +211,7 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     """The whole expert path: routing, mlp1 + SwiGLU, mlp2, weighted combine; norm: of the input,
     fused. Up to GEMV_MAX_PAIRS pairs take the matrix-vector kernel, more the grouped tensor-core one."""
     x = torch.randn(T, H, device=device)
-    router = (torch.randn(E, H, device=device).bfloat16(), torch.randn(E, device=device).bfloat16())
+    router = random_router(device, E, H)
     n = _norm(device, H) if norm else None
     h = rmsnorm_reference(x, n.scale, n.eps) if norm else x
     ids, gates = routing_reference(linear_reference(h, *router), K)

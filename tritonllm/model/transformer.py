@@ -134,7 +134,8 @@ class Transformer:
         router = (layer.gate_weight, layer.gate_bias)
         w1 = (layer.mlp1_blocks, layer.mlp1_scales, layer.mlp1_bias)
         w2 = (layer.mlp2_blocks, layer.mlp2_scales, layer.mlp2_bias)
-        moe_experts(x, router, cfg.experts_per_token, w1, w2, cfg.swiglu_limit, residual=x, norm=norm, arrivals=arrivals)
+        moe_experts(x, router, cfg.experts_per_token, w1, w2, cfg.swiglu_limit, residual=x, norm=norm,
+                    arrivals=arrivals)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x.contiguous(), self.weights.unembedding, norm=Norm(self.weights.norm, self.config.rms_norm_eps))
