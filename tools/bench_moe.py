@@ -38,7 +38,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
     rows = []
-    for bm in sorted({tile_rows(T * k, E), 128}):
+    for bm in sorted({tile_rows(T * k, E), 32, 128}):
         sorted_pairs, tile_expert = moe_align(ids, E, bm)
         parts = split_bf16(x)
         act = moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, cfg.swiglu_limit, bm)
@@ -54,7 +54,7 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
             except Exception as exc:  # a tile the compiler or the GPU cannot run
                 rows.append({"BM": bm, "tile": tile, "error": str(exc)[:200]})
                 continue
-            rows.append({"BM": bm, "tile": tile or {"default": mm_config(bm, 2 * I, H, arch)},
+            rows.append({"BM": bm, "tile": tile or {"default": mm_config(2 * I, H, arch)},
                          "mlp1_ms": t1, "mlp2_ms": t2,
                          "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
             print(rows[-1], flush=True)

@@ -88,7 +88,11 @@ def main():
     llm = LLM.synthetic(args.size, context_length=max(args.context, args.prefill) + 16)
     engine = llm.engine
     tokens = torch.randint(0, 199998, (args.prefill,)).tolist()
-    show(f"prefill of {args.prefill} tokens", kernel_times(lambda: engine.logits(tokens), 2))
+    def prefill():  # as generation runs it: the whole prompt (no cached prefix), last-token logits
+        engine.reset()
+        engine.prefill(tokens)
+
+    show(f"prefill of {args.prefill} tokens", kernel_times(prefill, 2))
     engine.pos.fill_(args.context - 1)
     kinds = ["sliding" if s else "full" for s in llm.config.sliding_layers]
     duration, added = step_times(engine._decode, 20, layer_start="qkv_rope_decode", layer_kinds=kinds)

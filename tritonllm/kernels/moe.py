@@ -140,7 +140,11 @@ def _block_scale(code):
 
 @triton.jit
 def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok, k0, K, BK: tl.constexpr, F32: tl.constexpr):
-    """acc [BM, BN] += A[a_rows, k0:k0+BK] @ W[w_rows, k0:k0+BK].T for one K step.
+    """acc [BN, BM] += W[w_rows, k0:k0+BK] @ A[a_rows, k0:k0+BK].T for one K step: the product
+    transposed, so that the weight tile decoded in registers is the tensor cores' register
+    operand (on Hopper, wgmma's A) and never goes through shared memory; the gathered rows of A
+    stream in as the shared-memory operand. Measured on the H100 at 2,048 tokens: 2.68 -> 2.15
+    ms per layer (docs/performance.md, note 20).
 
     A is float32 given as two bf16 arrays (hi + lo, see common.dot) [*, K]; W is packed MXFP4,
     w_rows/s_rows [BN] point at each weight row's bytes and scales. The FP4 values and their
@@ -159,8 +163,8 @@ def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok,
     w = tl.reshape(w, [w_rows.shape[0], BK])
     if not F32:
         w = w.to(tl.bfloat16)
-    acc = dot(a_lo, tl.trans(w), acc, F32)
-    return dot(a_hi, tl.trans(w), acc, F32)
+    acc = dot(w, tl.trans(a_lo), acc, F32)
+    return dot(w, tl.trans(a_hi), acc, F32)
 
 
 @kernel
@@ -181,9 +185,10 @@ def moe_mlp1_kernel(
         n_ok = n < 2 * I
         w_rows = blocks_ptr + (e * 2 * I + n) * (H // 2)
         s_rows = scales_ptr + (e * 2 * I + n) * (H // 32)
-        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        acc = tl.zeros([BN, BM], dtype=tl.float32)
         for k0 in range(0, H, BK):
             acc = _mxfp4_tile_dot(acc, x_hi_ptr, x_lo_ptr, token, row_ok, w_rows, s_rows, n_ok, k0, H, BK, F32)
+        acc = tl.trans(acc)  # [BM, BN]
         acc += tl.load(bias_ptr + e * 2 * I + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         gate, lin = tl.split(tl.reshape(acc, [BM, BN // 2, 2]))
         gate = tl.minimum(gate, limit)
@@ -211,9 +216,10 @@ def moe_mlp2_kernel(
         n_ok = n < H
         w_rows = blocks_ptr + (e * H + n) * (I // 2)
         s_rows = scales_ptr + (e * H + n) * (I // 32)
-        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        acc = tl.zeros([BN, BM], dtype=tl.float32)
         for k0 in range(0, I, BK):
             acc = _mxfp4_tile_dot(acc, act_hi_ptr, act_lo_ptr, prow, row_ok, w_rows, s_rows, n_ok, k0, I, BK, F32)
+        acc = tl.trans(acc)  # [BM, BN]
         acc += tl.load(bias_ptr + e * H + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         acc *= tl.load(gates_ptr + prow, mask=row_ok, other=0.0)[:, None]
         tl.store(y_ptr + prow[:, None] * H + n[None, :], acc, mask=row_ok[:, None] & n_ok[None, :])
@@ -401,24 +407,22 @@ def moe_align(ids: torch.Tensor, num_experts: int, bm: int) -> tuple[torch.Tenso
     return sorted_pairs, tile_expert
 
 
-def mm_config(bm: int, N: int, K: int, arch: int) -> dict:
-    """Tile of the grouped expert matmuls for BM-row tiles: BN weight rows x BK values per
-    step. The interpreter pays per program, so it gets whole matrices. On GPUs, BN = 128 keeps
-    the decoded bf16 weight tile (the costly part) reused by all BM rows; ~100 KB-smem parts
-    keep two pipeline stages."""
+def mm_config(N: int, K: int, arch: int) -> dict:
+    """Tile of the grouped expert matmuls: BN weight rows x BK values per step, for every BM.
+    The interpreter pays per program, so it gets whole matrices. On the H100 (sweep of BN 64-256,
+    BK 32-128, 4-8 warps, 2-4 stages at 16-128 rows: note 20) 128 x 64 with 4 warps and 3 stages
+    won at every BM; ~100 KB-smem parts keep two stages."""
     if arch == CPU:
         return {"BN": min(256, next_pow2(N)), "BK": min(256, max(32, next_pow2(K))), "num_warps": 4}
-    stages = 2 if small_shared_memory(arch) else 3
-    if bm >= 64:
-        return {"BN": 128, "BK": 64, "num_warps": 4, "num_stages": stages}
-    return {"BN": 64, "BK": 128, "num_warps": 4, "num_stages": stages}
+    return {"BN": 128, "BK": 64, "num_warps": 4, "num_stages": 2 if small_shared_memory(arch) else 3}
 
 
 def tile_rows(pairs: int, num_experts: int) -> int:
-    """BM of the grouped expert matmuls: 64-row tiles once experts see that many rows on average
-    (each expert's group is padded to whole tiles). On the H100 at 2,048 tokens, 64 x 128 tiles
-    with 4 warps beat 128-row tiles by 25% (tools/bench_moe.py, docs/results/bench_moe.json)."""
-    return 64 if pairs >= 64 * num_experts else 16
+    """BM of the grouped expert matmuls, from the rows an expert sees on average (each expert's
+    group is padded to whole tiles): bigger tiles reuse each decoded weight tile over more rows,
+    smaller ones pad less. Thresholds from the H100 sweep at 16-4,096 tokens (note 20)."""
+    per_expert = pairs / num_experts
+    return 16 if per_expert < 12 else 32 if per_expert < 40 else 128
 
 
 def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None,
@@ -549,7 +553,7 @@ def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limi
     I = two_i // 2
     act_hi = torch.empty(T * topk, I, dtype=torch.bfloat16, device=x_hi.device)
     act_lo = torch.empty_like(act_hi)
-    tile = tile or mm_config(bm, two_i, H, arch_of(x_hi))
+    tile = tile or mm_config(two_i, H, arch_of(x_hi))
     grid = (tile_expert.numel(), triton.cdiv(two_i, tile["BN"]))
     moe_mlp1_kernel[grid](
         x_hi, x_lo, sorted_pairs, tile_expert, blocks, scales, bias, act_hi, act_lo, H, I, topk, limit,
@@ -565,7 +569,7 @@ def moe_mlp2(act, sorted_pairs, tile_expert, gates, blocks, scales, bias, bm: in
     R, I = act_hi.shape
     check(kblocks * 32 == I and gates.numel() == R and bias.shape == (E, H), "moe_mlp2: weight shapes")
     y = torch.empty(R, H, dtype=torch.float32, device=act_hi.device)
-    tile = tile or mm_config(bm, H, I, arch_of(act_hi))
+    tile = tile or mm_config(H, I, arch_of(act_hi))
     grid = (tile_expert.numel(), triton.cdiv(H, tile["BN"]))
     moe_mlp2_kernel[grid](
         act_hi, act_lo, sorted_pairs, tile_expert, gates, blocks, scales, bias, y, H, I,
