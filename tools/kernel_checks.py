@@ -140,15 +140,19 @@ def _attention_inputs(device, S, NH, KVH, D):
     return torch.randn(S, KVH, D, device=device), torch.randn(S, KVH, D, device=device), torch.randn(NH, device=device)
 
 
-def check_attention_prefill(device, T=13, pos0=27, NH=16, KVH=2, D=16, window=8, ctx=64) -> dict:
-    """A chunk continuing a cache (a ring of the window's rows for window > 0) that holds 0..pos0-1."""
+def check_attention_prefill(device, T=13, pos0=27, NH=16, KVH=2, D=16, window=8, ctx=64, split=False) -> dict:
+    """A chunk continuing a cache (a ring of the window's rows for window > 0) that holds 0..pos0-1.
+    split: the output as its bf16 hi + lo parts (the output projection's input), summed here."""
     k, v, sinks = _attention_inputs(device, pos0 + T, NH, KVH, D)
     rows = cache_rows(window, ctx)
     q = torch.randn(T, NH, D, device=device)
     k_new, v_new = k[pos0:].contiguous(), v[pos0:].contiguous()
-    out = attention_prefill(q, _ring(k[:pos0], rows), _ring(v[:pos0], rows), k_new, v_new, sinks, pos0, D**-0.5, window)
+    out = attention_prefill(q, _ring(k[:pos0], rows), _ring(v[:pos0], rows), k_new, v_new, sinks, pos0, D**-0.5, window,
+                            split=split)
+    if split:
+        out = out[0].float() + out[1].float()
     ref = attention_reference(q, k, v, sinks, pos0, D**-0.5, window)
-    shape = {"T": T, "pos0": pos0, "NH": NH, "KVH": KVH, "D": D, "window": window, "rows": rows}
+    shape = {"T": T, "pos0": pos0, "NH": NH, "KVH": KVH, "D": D, "window": window, "rows": rows, "split": split}
     return _result("attention_prefill", shape, out, ref, F32_OUT)
 
 
@@ -257,6 +261,7 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=128, ctx=1024),
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=0, ctx=1024),
+        check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=0, ctx=1024, split=True),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_attention_decode(device, pos=30000, NH=64, KVH=8, D=64, window=0, ctx=32768),
@@ -265,5 +270,6 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_moe(device, T=1, E=32, K=4, H=2880, I=2880, norm=True),
         check_moe(device, T=512, E=32, K=4, H=2880, I=2880, norm=True),
         check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
+        check_moe(device, T=1024, E=128, K=4, H=2880, I=2880),
         check_moe(device, T=600, E=4, K=2, H=256, I=128),
     ]

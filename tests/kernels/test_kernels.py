@@ -37,6 +37,7 @@ CASES = [
     ("prefill_ring_of_a_short_context", kc.check_attention_prefill, {"T": 2, "pos0": 4, "window": 8, "ctx": 6}),
     ("prefill_one_token", kc.check_attention_prefill, {"T": 1, "pos0": 20, "window": 0}),
     ("prefill_one_token_ring", kc.check_attention_prefill, {"T": 1, "pos0": 300, "window": 8}),
+    ("prefill_split_output", kc.check_attention_prefill, {"T": 40, "pos0": 0, "window": 0, "split": True}),
     ("decode_window", kc.check_attention_decode, {}),
     ("decode_full", kc.check_attention_decode, {"window": 0}),
     ("decode_first_position", kc.check_attention_decode, {"pos": 0, "window": 8}),
@@ -86,6 +87,23 @@ def test_moe_align_groups_pairs_by_expert():
         seen += pairs
     assert sorted(seen) == list(range(len(flat)))  # every pair exactly once
 
+
+
+@pytest.mark.parametrize("tokens,k,experts,bm", [(100, 4, 7, 16), (300, 4, 32, 32), (70, 4, 128, 16)])
+def test_moe_align_matches_a_stable_sort_across_chunks(tokens, k, experts, bm):
+    """Several chunks of 128 pairs: each chunk places its pairs after those of earlier chunks."""
+    from tritonllm.kernels.moe import moe_align
+
+    ids = torch.stack([torch.randperm(experts)[:k] for _ in range(tokens)]).int()
+    sorted_pairs, tile_expert = moe_align(ids, experts, bm)
+    flat, rows, tiles = ids.flatten().tolist(), [], []
+    for e in range(experts):
+        pairs = [p for p, x in enumerate(flat) if x == e]
+        padded = -(-len(pairs) // bm) * bm
+        rows += pairs + [-1] * (padded - len(pairs))
+        tiles += [e] * (padded // bm)
+    assert sorted_pairs.tolist() == rows + [-1] * (sorted_pairs.numel() - len(rows))
+    assert tile_expert.tolist() == tiles + [-1] * (tile_expert.numel() - len(tiles))
 
 def test_launcher_rejects_bad_shapes():
     from tritonllm.kernels.linear import linear

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels.common import (
-    LOG2E, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, wait_for_inputs,
+    LOG2E, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, store_split, wait_for_inputs,
 )
 from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import arch_of
@@ -49,10 +49,12 @@ def _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale
 
 @kernel(dynamic=("T", "pos0", "rows"))
 def attention_prefill_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
+    q_ptr, k_cache_ptr, v_cache_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, out_lo_ptr,
     T, pos0, rows, qk_scale, window, NH, KVH,
-    G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
+    G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr, SPLIT: tl.constexpr,
 ):
+    """SPLIT: the float32 output is stored as its bf16 hi (out_ptr) + lo (out_lo_ptr) parts, the
+    input the output projection multiplies (see common.store_split)."""
     pid_t, kvh = tl.program_id(0), tl.program_id(1)
     BM: tl.constexpr = BT * G  # rows = (query token, head in group)
     r = tl.arange(0, BM)
@@ -88,7 +90,11 @@ def attention_prefill_kernel(
         valid = valid & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
         m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
     out = acc / l_i[:, None]
-    tl.store(out_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    offs = ((tq * NH + head) * D)[:, None] + d[None, :]
+    if SPLIT:
+        store_split(out_ptr, out_lo_ptr, offs, out, row_ok[:, None])
+    else:
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
 @kernel(dynamic=("rows",))
@@ -181,12 +187,12 @@ def _check_common(q, k_cache, v_cache, sinks):
 
 def attention_prefill(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
-    sinks: torch.Tensor, pos0: int, sm_scale: float, window: int = 0, out: torch.Tensor | None = None,
-) -> torch.Tensor:
+    sinks: torch.Tensor, pos0: int, sm_scale: float, window: int = 0, split: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """q [T, NH, D] at positions pos0..; the chunk's own keys and values k_new/v_new [T, KVH, D];
     the caches [rows, KVH, D] hold positions before pos0 at row p % rows (all of them, or for
     a sliding window at least its last min(window, pos0)); sinks [NH] float32; window 0 = full
-    causal. Returns [T, NH, D] in q's dtype."""
+    causal. Returns [T, NH, D] in q's dtype, or with `split` (q float32) its split_bf16 parts."""
     NH, KVH, D, G = _check_common(q, k_cache, v_cache, sinks)
     T = q.shape[0]
     rows = k_cache.shape[0]
@@ -195,15 +201,16 @@ def attention_prefill(
     check(k_new.is_contiguous() and v_new.is_contiguous(), "attention_prefill: k_new/v_new must be contiguous")
     check(pos0 <= rows or 0 < window <= rows,
           f"attention_prefill: a cache of {rows} rows lost positions before {pos0} that the queries see")
-    if out is None:
-        out = torch.empty_like(q)
+    check(not split or q.dtype == torch.float32, "attention_prefill: split needs float32 q")
+    out = torch.empty_like(q, dtype=torch.bfloat16 if split else q.dtype)
+    out_lo = torch.empty_like(out) if split else out
     BT = max(1, 64 // G) if on_gpu(q) else max(1, 128 // G)
     BN = 64 if on_gpu(q) else 128
     attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
-        q, k_cache, v_cache, k_new, v_new, sinks, out, T, pos0, rows, sm_scale * LOG2E.value, window, NH, KVH,
-        G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), num_warps=4,
+        q, k_cache, v_cache, k_new, v_new, sinks, out, out_lo, T, pos0, rows, sm_scale * LOG2E.value, window, NH, KVH,
+        G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), SPLIT=split, num_warps=4,
     )
-    return out
+    return (out, out_lo) if split else out
 
 
 @dataclass

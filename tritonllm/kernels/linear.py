@@ -121,7 +121,7 @@ def _blocks(M: int, N: int, K: int, arch: int) -> tuple[int, int, int, int]:
 
 
 def linear(
-    x: torch.Tensor,
+    x: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     w: torch.Tensor,
     bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
@@ -129,11 +129,14 @@ def linear(
     out_dtype: torch.dtype = torch.float32,
     norm: Norm | None = None,
 ) -> torch.Tensor:
-    """x [M, K] float32 or bf16, w [N, K] bf16, bias [N], residual [M, N] -> out [M, N] (`out_dtype`,
-    or the residual's dtype; pass out=residual to accumulate in place). With `norm`, the input
-    is norm(x) (x float32)."""
+    """x [M, K] float32 or bf16, or float32 given as its split_bf16 parts (hi, lo); w [N, K] bf16,
+    bias [N], residual [M, N] -> out [M, N] (`out_dtype`, or the residual's dtype; pass
+    out=residual to accumulate in place). With `norm`, the input is norm(x) (x float32)."""
+    x, x_lo = x if isinstance(x, tuple) else (x, None)
     check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
     check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")
+    check(x_lo is None or (x_lo.shape == x.shape and x_lo.is_contiguous() and x.dtype == x_lo.dtype == torch.bfloat16),
+          "linear: split parts of x must be two contiguous bf16 [M, K]")
     M, K = x.shape
     N = w.shape[0]
     check(bias is None or bias.shape == (N,), "linear: bias must be [N]")
@@ -143,7 +146,7 @@ def linear(
     if out is None:
         out = torch.empty(M, N, dtype=residual.dtype if residual is not None else out_dtype, device=x.device)
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
-    if M == 1:  # decode: a matrix-vector product, bound by streaming the weight
+    if M == 1 and x_lo is None:  # decode: a matrix-vector product, bound by streaming the weight
         arch = arch_of(x)
         tile = gemv_tile(arch, N, K)
         linear_gemv_kernel[(triton.cdiv(N, tile["BN"]),)](
@@ -157,8 +160,8 @@ def linear(
     # Split float32 x into bf16 hi + lo once, not in each of the N/BN programs that read it.
     if norm is not None:
         x, x_lo = rmsnorm(x, norm)
-    else:
-        x, x_lo = split_bf16(x) if x.dtype == torch.float32 else (x, None)
+    elif x.dtype == torch.float32:
+        x, x_lo = split_bf16(x)
     linear_kernel[grid](
         x, x if x_lo is None else x_lo, w, bias_arg, res_arg, out, M, N, K,
         HAS_LO=x_lo is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,

@@ -78,39 +78,52 @@ def topk_softmax_kernel(
     tl.store(gates_ptr + out, w, mask=mask)
 
 
+@kernel(dynamic=("R",))
+def moe_histogram_kernel(ids_ptr, hist_ptr, R, BE: tl.constexpr, BR: tl.constexpr):
+    """Pairs per expert in each chunk of BR (token, expert) pairs: hist [chunks, BE]."""
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    ids = tl.load(ids_ptr + r, mask=r < R, other=-1)
+    e = tl.arange(0, BE)
+    tl.store(hist_ptr + tl.program_id(0) * BE + e, tl.sum((ids[:, None] == e[None, :]).to(tl.int32), axis=0))
+
+
 @kernel(dynamic=("R", "n_tiles"))
 def moe_align_kernel(
-    ids_ptr, sorted_ptr, tile_expert_ptr, R, n_tiles, E,
+    ids_ptr, hist_ptr, sorted_ptr, tile_expert_ptr, R, n_tiles, E,
     BE: tl.constexpr, BR: tl.constexpr, BM: tl.constexpr,
 ):
+    """Program i places chunk i of the pairs (the chunks of `moe_histogram_kernel`), fills the
+    padding among sorted rows [i*BR, (i+1)*BR) and names the experts of tiles [i*BR, (i+1)*BR).
+    Each expert's group starts at a multiple of BM; pairs keep their order within it."""
+    pid = tl.program_id(0)
     e = tl.arange(0, BE)
     r_in = tl.arange(0, BR)
     counts = tl.zeros([BE], dtype=tl.int32)
-    for r0 in range(0, R, BR):
-        ids = tl.load(ids_ptr + r0 + r_in, mask=r0 + r_in < R, other=-1)
-        counts += tl.sum((ids[:, None] == e[None, :]).to(tl.int32), axis=0)
+    before = tl.zeros([BE], dtype=tl.int32)  # pairs of each expert in the chunks before this one
+    for c0 in range(0, tl.cdiv(R, BR), BR):
+        c = c0 + r_in
+        hist = tl.load(hist_ptr + c[:, None] * BE + e[None, :], mask=(c < tl.cdiv(R, BR))[:, None], other=0)
+        counts += tl.sum(hist, axis=0)
+        before += tl.sum(tl.where((c < pid)[:, None], hist, 0), axis=0)
     padded = (counts + BM - 1) // BM * BM
     ends = tl.cumsum(padded, axis=0)
     starts = ends - padded  # [BE] first sorted row of each expert's group
 
-    for j0 in range(0, n_tiles, BR):
-        tile_row = (j0 + r_in) * BM
-        inside = (tile_row[:, None] >= starts[None, :]) & (tile_row[:, None] < ends[None, :]) & (e[None, :] < E)
-        expert = tl.max(tl.where(inside, e[None, :], -1), axis=1)
-        tl.store(tile_expert_ptr + j0 + r_in, expert, mask=j0 + r_in < n_tiles)
-    for s0 in range(0, n_tiles * BM, BR):
-        tl.store(sorted_ptr + s0 + r_in, tl.full([BR], -1, tl.int32), mask=s0 + r_in < n_tiles * BM)
-    tl.debug_barrier()  # the padding fill above must land before the scatter below
+    j = pid * BR + r_in  # tiles
+    inside = (j[:, None] * BM >= starts[None, :]) & (j[:, None] * BM < ends[None, :]) & (e[None, :] < E)
+    tl.store(tile_expert_ptr + j, tl.max(tl.where(inside, e[None, :], -1), axis=1), mask=j < n_tiles)
 
-    seen = tl.zeros([BE], dtype=tl.int32)  # pairs of each expert already placed
-    for r0 in range(0, R, BR):
-        r = r0 + r_in
-        ids = tl.load(ids_ptr + r, mask=r < R, other=-1)
-        onehot = (ids[:, None] == e[None, :]).to(tl.int32)  # [BR, BE]
-        rank = tl.sum((tl.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)  # earlier in this block
-        base = tl.sum((starts + seen)[None, :] * onehot, axis=1)
-        tl.store(sorted_ptr + base + rank, r, mask=r < R)
-        seen += tl.sum(onehot, axis=0)
+    s = pid * BR + r_in  # sorted rows: padding where past its group's pairs
+    inside = (s[:, None] >= starts[None, :]) & (s[:, None] < ends[None, :]) & (e[None, :] < E)
+    used = tl.sum(tl.where(inside, (s[:, None] - starts[None, :]) < counts[None, :], 0).to(tl.int32), axis=1)
+    tl.store(sorted_ptr + s, tl.full([BR], -1, tl.int32), mask=(s < n_tiles * BM) & (used == 0))
+
+    r = pid * BR + r_in  # pairs
+    ids = tl.load(ids_ptr + r, mask=r < R, other=-1)
+    onehot = (ids[:, None] == e[None, :]).to(tl.int32)  # [BR, BE]
+    rank = tl.sum((tl.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)  # earlier in this chunk
+    base = tl.sum((starts + before)[None, :] * onehot, axis=1)
+    tl.store(sorted_ptr + base + rank, r, mask=r < R)
 
 
 @triton.jit
@@ -447,14 +460,18 @@ def topk_softmax(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def moe_align(ids: torch.Tensor, num_experts: int, bm: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [T, k] int32 -> (sorted pair index per padded row [n_tiles*bm], expert per tile [n_tiles])."""
+    """ids [T, k] int32 -> (sorted pair index per padded row [n_tiles*bm], expert per tile [n_tiles]).
+    Two launches over chunks of pairs (a histogram, then the placement), so it scales with the
+    pairs: one program doing it all took 92 us per 20b layer at 2,048 tokens, 398 for 120b."""
     R = ids.numel()
     n_tiles = triton.cdiv(R, bm) + min(num_experts, R)
+    BE, BR = next_pow2(num_experts), 128
+    hist = torch.empty(triton.cdiv(R, BR), BE, dtype=torch.int32, device=ids.device)
     sorted_pairs = torch.empty(n_tiles * bm, dtype=torch.int32, device=ids.device)
     tile_expert = torch.empty(n_tiles, dtype=torch.int32, device=ids.device)
-    moe_align_kernel[(1,)](
-        ids, sorted_pairs, tile_expert, R, n_tiles, num_experts,
-        BE=next_pow2(num_experts), BR=128, BM=bm, num_warps=4,
+    moe_histogram_kernel[(hist.shape[0],)](ids, hist, R, BE=BE, BR=BR, num_warps=4)
+    moe_align_kernel[(triton.cdiv(max(n_tiles * bm, R), BR),)](
+        ids, hist, sorted_pairs, tile_expert, R, n_tiles, num_experts, BE=BE, BR=BR, BM=bm, num_warps=4,
     )
     return sorted_pairs, tile_expert
 

@@ -87,10 +87,12 @@ class Transformer:
             layer, k_cache, v_cache = self.weights.layers[i], cache.k[i], cache.v[i]
             qkv = linear(x, layer.qkv_weight, layer.qkv_bias, norm=norm)
             q, k, v = rope_qkv(qkv, positions, self.inv_freq, self.concentration, self.config.num_attention_heads)
-            out = attention_prefill(q, k_cache, v_cache, k, v, layer.sinks, pos0, self.config.sm_scale, self._window(i))
+            # Split output: the float32 input of the output projection as its two bf16 parts.
+            out = attention_prefill(q, k_cache, v_cache, k, v, layer.sinks, pos0, self.config.sm_scale, self._window(i),
+                                    split=True)
             # Only now: the chunk's positions overwrite ring rows that its attention just read.
             kv_store(k, v, positions, k_cache, v_cache)
-            return out
+            return tuple(part.view(T, self.config.q_size) for part in out)
 
         x = self._layers(tokens, attend)
         return self._logits(x if all_logits else x[-1:])
@@ -106,7 +108,7 @@ class Transformer:
             q = qkv_rope_decode(x, layer.qkv_weight, layer.qkv_bias, norm, pos, self.inv_freq, self.concentration,
                                 self.config.num_attention_heads, k_cache, v_cache)
             return attention_decode(q, k_cache, v_cache, layer.sinks, pos, self.config.sm_scale, self._window(i),
-                                    scratch=scratch.attention)
+                                    scratch=scratch.attention).view(1, self.config.q_size)
 
         return self._logits(self._layers(token, attend, scratch.moe_arrivals))
 
@@ -123,7 +125,7 @@ class Transformer:
         cfg, w = self.config, self.weights
         x = embedding(tokens, w.embedding)  # [T, H] float32 residual stream
         for i, layer in enumerate(w.layers):
-            a = attend(i, x, Norm(layer.attn_norm, cfg.rms_norm_eps)).view(tokens.shape[0], cfg.q_size)
+            a = attend(i, x, Norm(layer.attn_norm, cfg.rms_norm_eps))  # [T, q_size], or its split parts
             linear(a, layer.out_weight, layer.out_bias, residual=x, out=x)
             self._moe(layer, x, moe_arrivals)
         return x
