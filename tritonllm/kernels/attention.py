@@ -204,8 +204,10 @@ def attention_prefill(
     check(not split or q.dtype == torch.float32, "attention_prefill: split needs float32 q")
     out = torch.empty_like(q, dtype=torch.bfloat16 if split else q.dtype)
     out_lo = torch.empty_like(out) if split else out
-    BT = max(1, 64 // G) if on_gpu(q) else max(1, 128 // G)
-    BN = 64 if on_gpu(q) else 128
+    if on_gpu(q):  # H100 at 2,048 tokens (note 23): 128 query rows for full layers, short key blocks for windows
+        BT, BN = (max(1, 64 // G), 32) if window else (max(1, 128 // G), 64)
+    else:
+        BT, BN = max(1, 128 // G), 128
     attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
         q, k_cache, v_cache, k_new, v_new, sinks, out, out_lo, T, pos0, rows, sm_scale * LOG2E.value, window, NH, KVH,
         G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), SPLIT=split, num_warps=4,

@@ -512,10 +512,11 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
             arrivals = moe_arrivals(H, x.device)
         ids, gates, h = moe_route(x, router, k, norm, arrivals)
         return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual, arrivals)
-    ids, gates = topk_softmax(linear(x, *router, norm=norm), k)
+    parts = rmsnorm(x, norm) if norm else split_bf16(x)  # the router's and the experts' input, normed once
+    ids, gates = topk_softmax(linear(parts, *router), k)
     bm = tile_rows(T * k, E)
     sorted_pairs, tile_expert = moe_align(ids, E, bm)
-    act = moe_mlp1(rmsnorm(x, norm) if norm else split_bf16(x), sorted_pairs, tile_expert, *w1, k, limit, bm)
+    act = moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, limit, bm)
     return moe_combine(moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm), residual, k)
 
 
