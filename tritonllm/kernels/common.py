@@ -4,7 +4,6 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import CPU, arch_of, dependent_launch
 
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmaxes run on exp2 (launchers: LOG2E.value)
@@ -68,20 +67,14 @@ def store_split(ptr_hi, ptr_lo, offs, x, mask):
     tl.store(ptr_lo + offs, lo, mask=mask)
 
 
-@kernel(dynamic=("n",))
-def split_bf16_kernel(x_ptr, hi_ptr, lo_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    store_split(hi_ptr, lo_ptr, offs, tl.load(x_ptr + offs, mask=mask, other=0.0), mask)
-
-
 def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 x -> (hi, lo) bf16 with hi + lo = x to 16 mantissa bits (see common.dot)."""
+    """float32 x -> (hi, lo) bf16 with hi + lo = x to 16 mantissa bits (see common.dot), rounded
+    as `_split_bf16` does (to nearest even). The model's kernels store their outputs split where a
+    matmul reads them (`store_split`), so this serves only launcher calls with a plain float32
+    input (no norm), off the model's path."""
     check(x.dtype == torch.float32 and x.is_contiguous(), "split_bf16: x must be contiguous float32")
-    hi, lo = torch.empty_like(x, dtype=torch.bfloat16), torch.empty_like(x, dtype=torch.bfloat16)
-    BLOCK = 1024
-    split_bf16_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, hi, lo, x.numel(), BLOCK=BLOCK, num_warps=4)
-    return hi, lo
+    hi = x.to(torch.bfloat16)
+    return hi, (x - hi.float()).to(torch.bfloat16)
 
 
 def dot_f32(t: torch.Tensor) -> bool:
