@@ -151,6 +151,31 @@ def _block_scale(code):
     return ((code.to(tl.int32) + 14) << 23).to(tl.float32, bitcast=True)
 
 
+def _nibbles_ptx(mask: str, multiplier: str, out: str, scale: str) -> str:
+    """PTX: one nibble of the two bytes in `pair` -> their values times `scale`, a bf16x2 in `out`."""
+    return f"""
+    and.b32 nib, pair, {mask};
+    mul.lo.u32 t, nib, {multiplier};
+    and.b32 t, t, 0x81C081C0;
+    fma.rn.bf16x2 t, t, two126, negzero;
+    fma.rn.bf16x2 {out}, t, {scale}, negzero;"""
+
+
+def _two_bytes_ptx(selector: str, lo_out: str, hi_out: str, scale: str) -> str:
+    """PTX: two of the 4 packed bytes ($4), spread into the halves of `pair` -> their low- and
+    high-nibble values."""
+    return (f"\n    prmt.b32 pair, $4, 0, {selector};" + _nibbles_ptx("0x000F000F", "0x1040", lo_out, scale)
+            + _nibbles_ptx("0x00F000F0", "0x104", hi_out, scale))
+
+
+# Outputs $0, $1: the 4 low-nibble values; $2, $3: the 4 high-nibble ones; inputs $4: 4 packed
+# bytes, $5, $6: their 4 bf16 scales.
+_E2M1_TO_BF16_PTX = tl.constexpr(
+    "{\n    .reg .b32 pair, nib, t, two126, negzero;\n    mov.b32 two126, 0x7E807E80;\n    mov.b32 negzero, 0x80008000;"
+    + _two_bytes_ptx("0x4140", "$0", "$2", "$5") + _two_bytes_ptx("0x4342", "$1", "$3", "$6") + "\n}"
+)
+
+
 @triton.jit
 def _e2m1_to_bf16(packed, scale):
     """Packed FP4 bytes [.., n] and a bf16 scale per byte -> (low-nibble values, high-nibble
@@ -163,38 +188,7 @@ def _e2m1_to_bf16(packed, scale):
     bits at bits 8..6: a bf16 equal to the FP4 value times 2^-126 (E2M1's subnormal 0.5 lands on
     bf16's subnormal 2^-127). Two exact bf16x2 products then apply 2^126 and the scale."""
     return tl.inline_asm_elementwise(
-        """{
-        .reg .b32 pair, nib, t, two126, negzero;
-        mov.b32 two126, 0x7E807E80;
-        mov.b32 negzero, 0x80008000;
-        prmt.b32 pair, $4, 0, 0x4140;
-        and.b32 nib, pair, 0x000F000F;
-        mul.lo.u32 t, nib, 0x1040;
-        and.b32 t, t, 0x81C081C0;
-        fma.rn.bf16x2 t, t, two126, negzero;
-        fma.rn.bf16x2 $0, t, $5, negzero;
-        and.b32 nib, pair, 0x00F000F0;
-        mul.lo.u32 t, nib, 0x104;
-        and.b32 t, t, 0x81C081C0;
-        fma.rn.bf16x2 t, t, two126, negzero;
-        fma.rn.bf16x2 $2, t, $5, negzero;
-        prmt.b32 pair, $4, 0, 0x4342;
-        and.b32 nib, pair, 0x000F000F;
-        mul.lo.u32 t, nib, 0x1040;
-        and.b32 t, t, 0x81C081C0;
-        fma.rn.bf16x2 t, t, two126, negzero;
-        fma.rn.bf16x2 $1, t, $6, negzero;
-        and.b32 nib, pair, 0x00F000F0;
-        mul.lo.u32 t, nib, 0x104;
-        and.b32 t, t, 0x81C081C0;
-        fma.rn.bf16x2 t, t, two126, negzero;
-        fma.rn.bf16x2 $3, t, $6, negzero;
-        }""",
-        "=r,=r,=r,=r,r,r,r",  # 4 low-nibble, 4 high-nibble bf16; 4 packed bytes; 4 bf16 scales
-        [packed, scale],
-        dtype=(tl.bfloat16, tl.bfloat16),
-        is_pure=True,
-        pack=4,
+        _E2M1_TO_BF16_PTX, "=r,=r,=r,=r,r,r,r", [packed, scale], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4,
     )
 
 
