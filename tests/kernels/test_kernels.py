@@ -114,6 +114,20 @@ def test_launcher_rejects_bad_shapes():
         linear(torch.randn(1, 8), torch.randn(3, 8).bfloat16(), norm=Norm(torch.ones(9), 1e-5))
 
 
+
+@pytest.mark.parametrize("rows", [1, 9])
+def test_linear_takes_float32_input_as_its_split_parts(rows):
+    """Kernels that feed a matmul store its float32 input as bf16 hi + lo (attention's output):
+    the parts give the float32 result, one row (a one-token prefill) included."""
+    from tritonllm.kernels.common import split_bf16
+    from tritonllm.kernels.linear import linear, linear_reference
+
+    x, w, bias = torch.randn(rows, 64), torch.randn(48, 64).bfloat16(), torch.randn(48).bfloat16()
+    out = linear(split_bf16(x), w, bias, residual=torch.zeros(rows, 48))
+    assert kc.rel_err(out, linear_reference(x, w, bias)) <= 1e-5
+    with pytest.raises(ValueError, match="split parts of x must be two contiguous bf16"):
+        linear((x.bfloat16(), x), w)
+
 def test_moe_rejects_a_router_of_the_wrong_shape():
     from tritonllm.kernels.moe import moe_experts
 
