@@ -19,6 +19,8 @@ import triton
 
 from tritonllm.kernels.linear import linear_gemv_kernel
 from tritonllm.kernels.moe import moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
+from tritonllm.kernels.rmsnorm import Norm
+from tritonllm.kernels.rope import qkv_rope_decode
 from tritonllm.kernels.tuning import TUNING_FILE
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
@@ -89,6 +91,27 @@ def tune_linear(cfg) -> tuple[dict, list]:
     return _pick(rows, ("BN", "BK", "num_warps")), rows
 
 
+def tune_qkv_rope(cfg) -> tuple[dict, list]:
+    """Decode's fused RMSNorm + QKV + RoPE + cache write, through its launcher. Its own tile:
+    every program also reads the whole input row and norm scale, so it may want more rows per
+    program than the plain GEMV."""
+    H, D, NH, KVH = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+    case = {"sets": SETS, "x": torch.randn(1, H, device="cuda"), "bias": torch.randn(cfg.qkv_size, device="cuda"),
+            "norm": Norm(torch.rand(H, device="cuda") + 0.5, cfg.rms_norm_eps),
+            "pos": torch.tensor([4000], dtype=torch.int32, device="cuda"),
+            "inv_freq": torch.rand(D // 2, device="cuda"), "cache": torch.zeros(8192, KVH, D, device="cuda"),
+            "w": [(torch.randn(cfg.qkv_size, H, device="cuda") * 0.02).bfloat16() for _ in range(SETS)]}
+
+    def launch(tile, c, s):
+        return lambda: qkv_rope_decode(c["x"], c["w"][s], c["bias"], c["norm"], c["pos"], c["inv_freq"], 1.0, NH,
+                                       c["cache"], c["cache"], tile=tile)
+
+    candidates = [{"BN": bn, "BK": bk, "num_warps": w}
+                  for bn, bk, w in itertools.product((2, 4, 8, 16, 32), (256, 512, 1024), WARPS)]
+    rows = _sweep(candidates, [case], launch)
+    return _pick(rows, ("BN", "BK", "num_warps")), rows
+
+
 def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
     """mlp1 (SwiGLU) or mlp2 (and its combine into the residual) for one token's k experts,
     through the launchers (a program per row block and pair)."""
@@ -123,6 +146,7 @@ def tune(kernels: tuple[str, ...] = ()) -> dict:
     cfg = preset("20b")
     tuners = {  # tuned configuration -> (its kernel, its measurement)
         "linear_gemv": ("linear_gemv_kernel", tune_linear),
+        "qkv_rope_decode": ("qkv_rope_decode_kernel", tune_qkv_rope),
         "moe_gemv": ("moe_gemv_kernel", lambda c: tune_moe(c, swiglu=True)),
         "moe_gemv_combine": ("moe_gemv_kernel", lambda c: tune_moe(c, swiglu=False)),
     }

@@ -18,11 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonllm.kernels import tuning
 from tritonllm.kernels.common import check, dependent_launch_args, next_pow2, wait_for_inputs
 from tritonllm.kernels.linear import gemv_rows, gemv_tile
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.runtime.kernel import kernel
-from tritonllm.runtime.target import arch_of
+from tritonllm.runtime.target import CPU, arch_of
 
 
 @triton.jit
@@ -136,11 +137,12 @@ def qkv_rope_decode_kernel(
 
 def qkv_rope_decode(
     x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, norm: Norm, pos: torch.Tensor, inv_freq: torch.Tensor,
-    concentration: float, num_heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    concentration: float, num_heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor, tile: dict | None = None,
 ) -> torch.Tensor:
     """One token's residual x [1, K] float32 at the position held in `pos` [1] int32 (on the
     device): qkv = w @ norm(x) + bias (w [(NH + 2 KVH) * D, K] bf16), rotated q returned
-    [1, NH, D] float32, k and v written into the caches [rows, KVH, D] at row pos % rows."""
+    [1, NH, D] float32, k and v written into the caches [rows, KVH, D] at row pos % rows.
+    `tile` (BN, BK, num_warps) defaults to the tuned one (build_kernels --tune)."""
     D = inv_freq.shape[0] * 2
     N, K = w.shape
     KVH = (N // D - num_heads) // 2
@@ -149,7 +151,7 @@ def qkv_rope_decode(
     check(bias.shape == (N,) and norm.scale.shape == (K,) and pos.numel() == 1, "qkv_rope_decode: bias, norm or pos")
     _check_caches(k_cache, v_cache, KVH, D, "qkv_rope_decode")
     arch = arch_of(x)
-    tile = gemv_tile(arch, N, K)
+    tile = dict(tile or (gemv_tile(arch, N, K) if arch == CPU else tuning.config("qkv_rope_decode", arch)))
     tile["BN"] = max(2, min(tile["BN"], D // 2))  # row pairs within one head
     q = torch.empty(1, num_heads, D, dtype=torch.float32, device=x.device)
     qkv_rope_decode_kernel[(N // tile["BN"],)](
