@@ -19,9 +19,9 @@ with one program per token running its k experts in turn). `moe_experts` picks t
 (Routing and norm inside every mlp1 program instead was measured slower on the H100, 24.9
 against 20.2 us per layer: the kernel went from 80 to 128 registers.)
 
-Expert weights stay packed as on disk (see tritonllm.model.weights). The grouped matmuls
-decode each BN x BK weight tile once in registers to bf16 (exact: FP4 times a power of two)
-and use it for all BM rows of the tile; their float32 inputs arrive already split into bf16
+Expert weights stay packed as on disk (see tritonllm.model.weights) and are decoded inside
+the kernels (kernels.mxfp4). The grouped matmuls decode each BN x BK weight tile once in
+registers to bf16 (exact: FP4 times a power of two) and use it for all BM rows of the tile; their float32 inputs arrive already split into bf16
 hi + lo arrays (`rmsnorm` or `split_bf16`, and mlp1's epilogue for mlp2), so the K loop only loads,
 decodes and multiplies: two tensor-core products per step (see kernels.common.dot).
 """
@@ -35,12 +35,24 @@ from tritonllm.kernels.common import (
     check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
 )
 from tritonllm.kernels.linear import linear
+from tritonllm.kernels.mxfp4 import block_scale, e2m1_halves, e2m1_pair, e2m1_to_bf16
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
 
 GEMV_MAX_PAIRS = 8  # up to this many (token, expert) pairs, experts run as matrix-vector products
 SWIGLU_ALPHA = tl.constexpr(1.702)
+
+
+@triton.jit
+def _swiglu(h, limit, N: tl.constexpr):
+    """gpt-oss's clamped SwiGLU over [.., N] interleaved columns (even = gate, odd = linear)
+    -> [.., N/2]: gate * sigmoid(1.702 gate) * (linear + 1), gate clamped above at limit,
+    linear to +-limit."""
+    gate, lin = tl.split(tl.reshape(h, h.shape[:-1] + [N // 2, 2]))
+    gate = tl.minimum(gate, limit)
+    lin = tl.minimum(tl.maximum(lin, -limit), limit)
+    return gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
 
 
 @triton.jit
@@ -127,78 +139,12 @@ def moe_align_kernel(
 
 
 @triton.jit
-def _e2m1_halves(packed):
-    """Packed FP4 bytes (uint8: value 2b in the low nibble, 2b+1 in the high) -> the two values
-    as float32 times 2^-14, through the fp16 bit pattern: sign to bit 15, the 2 exponent + 1
-    mantissa bits to bits 11..9 (E2M1's subnormal 0.5 lands on fp16's subnormal 2^-15); the
-    fp16 -> fp32 conversion is exact. Callers fold the 2^14 into the block scale."""
-    p = packed.to(tl.int32)
-    lo = ((p << 12) & 0x8000) | ((p << 9) & 0x0E00)
-    hi = ((p << 8) & 0x8000) | ((p << 5) & 0x0E00)
-    return _from_fp16_bits(lo), _from_fp16_bits(hi)
-
-
-@triton.jit
-def _from_fp16_bits(p):
-    """int32 holding an fp16 bit pattern in its low 16 bits -> float32 (exact)."""
-    return p.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-
-
-@triton.jit
-def _block_scale(code):
-    """E8M0 scale codes -> 2^(code - 127) * 2^14 (the factor `_e2m1_halves` leaves out), built
-    from the exponent bits; exact for codes <= 240 (checked at load: larger is not a weight)."""
-    return ((code.to(tl.int32) + 14) << 23).to(tl.float32, bitcast=True)
-
-
-def _nibbles_ptx(mask: str, multiplier: str, out: str, scale: str) -> str:
-    """PTX: one nibble of the two bytes in `pair` -> their values times `scale`, a bf16x2 in `out`."""
-    return f"""
-    and.b32 nib, pair, {mask};
-    mul.lo.u32 t, nib, {multiplier};
-    and.b32 t, t, 0x81C081C0;
-    fma.rn.bf16x2 t, t, two126, negzero;
-    fma.rn.bf16x2 {out}, t, {scale}, negzero;"""
-
-
-def _two_bytes_ptx(selector: str, lo_out: str, hi_out: str, scale: str) -> str:
-    """PTX: two of the 4 packed bytes ($4), spread into the halves of `pair` -> their low- and
-    high-nibble values."""
-    return (f"\n    prmt.b32 pair, $4, 0, {selector};" + _nibbles_ptx("0x000F000F", "0x1040", lo_out, scale)
-            + _nibbles_ptx("0x00F000F0", "0x104", hi_out, scale))
-
-
-# Outputs $0, $1: the 4 low-nibble values; $2, $3: the 4 high-nibble ones; inputs $4: 4 packed
-# bytes, $5, $6: their 4 bf16 scales.
-_E2M1_TO_BF16_PTX = tl.constexpr(
-    "{\n    .reg .b32 pair, nib, t, two126, negzero;\n    mov.b32 two126, 0x7E807E80;\n    mov.b32 negzero, 0x80008000;"
-    + _two_bytes_ptx("0x4140", "$0", "$2", "$5") + _two_bytes_ptx("0x4342", "$1", "$3", "$6") + "\n}"
-)
-
-
-@triton.jit
-def _e2m1_to_bf16(packed, scale):
-    """Packed FP4 bytes [.., n] and a bf16 scale per byte -> (low-nibble values, high-nibble
-    values) times the scales, bf16 [.., n] each, exact. Tensor-core paths use this; it is about
-    3 instructions per value where `_e2m1_halves` and a float32 product cost 8 (note 21).
-
-    PTX on 4 bytes at a time: a PRMT spreads two bytes into the halves of a word; for each half,
-    nibble * 0x1040 (low nibble; * 0x104 for the high one) lays two shifted copies of it side by
-    side without overlap, and the mask keeps the sign at bit 15 and the 2 exponent + 1 mantissa
-    bits at bits 8..6: a bf16 equal to the FP4 value times 2^-126 (E2M1's subnormal 0.5 lands on
-    bf16's subnormal 2^-127). Two exact bf16x2 products then apply 2^126 and the scale."""
-    return tl.inline_asm_elementwise(
-        _E2M1_TO_BF16_PTX, "=r,=r,=r,=r,r,r,r", [packed, scale], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4,
-    )
-
-
-@triton.jit
 def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok, k0, K, BK: tl.constexpr, F32: tl.constexpr):
     """acc [BN, BM] += W[w_rows, k0:k0+BK] @ A[a_rows, k0:k0+BK].T for one K step: the product
     transposed, so that the weight tile decoded in registers is the tensor cores' register
     operand (on Hopper, wgmma's A) and never goes through shared memory; the gathered rows of A
     stream in as the shared-memory operand. Measured on the H100 at 2,048 tokens: 2.68 -> 2.15
-    ms per layer (docs/performance.md, note 20), 1.9 with `_e2m1_to_bf16` (note 21).
+    ms per layer (docs/performance.md, note 20), 1.9 with `e2m1_to_bf16` (note 21).
 
     A is float32 given as two bf16 arrays (hi + lo, see common.dot) [*, K]; W is packed MXFP4,
     w_rows/s_rows [BN] point at each weight row's bytes and scales. The FP4 values and their
@@ -214,13 +160,13 @@ def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok,
     ks = k0 // 32 + tl.arange(0, BK // 32)
     code = tl.load(s_rows[:, None] + ks[None, :], mask=w_ok[:, None] & (ks < K // 32)[None, :], other=0)
     if F32:
-        lo, hi = _e2m1_halves(packed)  # [BN, BK/2] each
-        w = tl.reshape(tl.join(lo, hi), [w_rows.shape[0], BK // 32, 32]) * _block_scale(code)[:, :, None]
+        lo, hi = e2m1_halves(packed)  # [BN, BK/2] each
+        w = tl.reshape(tl.join(lo, hi), [w_rows.shape[0], BK // 32, 32]) * block_scale(code)[:, :, None]
         w = tl.reshape(w, [w_rows.shape[0], BK])
     else:
         scale = (code.to(tl.int16) << 7).to(tl.bfloat16, bitcast=True)  # 2^(code - 127), bf16 bits
         scale = tl.reshape(tl.broadcast_to(scale[:, :, None], [w_rows.shape[0], BK // 32, 16]), packed.shape)
-        lo, hi = _e2m1_to_bf16(packed, scale)
+        lo, hi = e2m1_to_bf16(packed, scale)
         w = tl.reshape(tl.join(lo, hi), [w_rows.shape[0], BK])
     acc = dot(w, tl.trans(a_lo), acc, F32)
     return dot(w, tl.trans(a_hi), acc, F32)
@@ -249,10 +195,7 @@ def moe_mlp1_kernel(
             acc = _mxfp4_tile_dot(acc, x_hi_ptr, x_lo_ptr, token, row_ok, w_rows, s_rows, n_ok, k0, H, BK, F32)
         acc = tl.trans(acc)  # [BM, BN]
         acc += tl.load(bias_ptr + e * 2 * I + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        gate, lin = tl.split(tl.reshape(acc, [BM, BN // 2, 2]))
-        gate = tl.minimum(gate, limit)
-        lin = tl.minimum(tl.maximum(lin, -limit), limit)
-        act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
+        act = _swiglu(acc, limit, BN)
         j = pid_n * (BN // 2) + tl.arange(0, BN // 2)
         offs = tl.where(row_ok, pair, 0).to(tl.int64)[:, None] * I + j[None, :]
         store_split(act_hi_ptr, act_lo_ptr, offs, act, row_ok[:, None] & (j < I)[None, :])
@@ -285,22 +228,8 @@ def moe_mlp2_kernel(
 
 
 @triton.jit
-def _e2m1_pair(w, MAG_SHIFT: tl.constexpr, SIGN_SHIFT: tl.constexpr):
-    """Two FP4 values of int32 words w (one per 16-bit half, the nibbles whose magnitude bits
-    move to 9..11 by a left shift of MAG_SHIFT and whose sign moves to 15 by SIGN_SHIFT) ->
-    both as float32 times 2^-14, through an fp16x2 bit pattern (see `_e2m1_halves`): the
-    integer ops place two values at once."""
-    if MAG_SHIFT >= 0:
-        mag = (w << MAG_SHIFT) & 0x0E000E00
-    else:
-        mag = (w >> -MAG_SHIFT) & 0x0E000E00
-    p = mag | ((w << SIGN_SHIFT) & -2147450880)  # 0x80008000 as int32
-    return _from_fp16_bits(p), _from_fp16_bits(p >> 16)
-
-
-@triton.jit
 def _split8(xs, BKW: tl.constexpr):
-    """x values [BKW, 8] (8 per weight word) -> the 8 columns, ordered as `_e2m1_pair` pairs
+    """x values [BKW, 8] (8 per weight word) -> the 8 columns, ordered as `e2m1_pair` pairs
     them: (0, 4), (1, 5), (2, 6), (3, 7)."""
     a, b = tl.split(tl.reshape(xs, [BKW, 2, 4]).permute(0, 2, 1))  # columns j and j + 4
     a02, a13 = tl.split(tl.reshape(a, [BKW, 2, 2]).permute(0, 2, 1))
@@ -400,22 +329,19 @@ def moe_gemv_kernel(
         kw = k0 + wi
         xs = tl.load(x_row + 8 * kw[:, None] + j8[None, :], mask=(kw < KW)[:, None], other=0.0)
         x0, x1, x2, x3, x4, x5, x6, x7 = _split8(xs, BKW)
-        v0, v4 = _e2m1_pair(w, 9, 12)
-        v1, v5 = _e2m1_pair(w, 5, 8)
-        v2, v6 = _e2m1_pair(w, 1, 4)
-        v3, v7 = _e2m1_pair(w, -3, 0)
+        v0, v4 = e2m1_pair(w, 9, 12)
+        v1, v5 = e2m1_pair(w, 5, 8)
+        v2, v6 = e2m1_pair(w, 1, 4)
+        v3, v7 = e2m1_pair(w, -3, 0)
         sums = v0 * x0[None, :] + v1 * x1[None, :] + v2 * x2[None, :] + v3 * x3[None, :]
         sums += v4 * x4[None, :] + v5 * x5[None, :] + v6 * x6[None, :] + v7 * x7[None, :]
         s_ok = r_ok[:, None] & (tl.arange(0, NB) < K // 32 - k0 // 4)[None, :]
         code = tl.load(s_rows + k0 // 4, mask=s_ok, other=0)
-        acc += tl.sum(tl.reshape(sums, [BN, NB, 4]), axis=2) * _block_scale(code)
+        acc += tl.sum(tl.reshape(sums, [BN, NB, 4]), axis=2) * block_scale(code)
     out = tl.sum(acc, axis=1) + tl.load(bias_ptr + e * N + rows, mask=r_ok, other=0.0).to(tl.float32)
     if SWIGLU:
-        gate, lin = tl.split(tl.reshape(out, [BN // 2, 2]))
-        gate = tl.minimum(gate, limit)
-        lin = tl.minimum(tl.maximum(lin, -limit), limit)
+        act = _swiglu(out, limit, BN)
         cols = pid_n * (BN // 2) + tl.arange(0, BN // 2)
-        act = gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
         tl.store(out_ptr + pair * (N // 2) + cols, act, mask=cols < N // 2)
     else:
         tl.store(part_ptr + pair * N + rows, out * tl.load(gates_ptr + pair), mask=r_ok)
