@@ -1,9 +1,9 @@
-"""Expert kernels on the GPU at gpt-oss-20b shapes: accuracy against a float32 reference and
-time (triton.testing.do_bench, L2 flushed, median) for the grouped prefill matmuls at several
-tiles and for the decode GEMV, each against its own bound. (The GEMV's tile sweep is
+"""Expert kernels on the GPU at gpt-oss shapes: accuracy against a float32 reference and time
+(triton.testing.do_bench, L2 flushed, median) for the grouped prefill matmuls under several tile
+plans (and tiles) and for the decode GEMV, each against its own bound. (The GEMV's tile sweep is
 `python -m build_kernels --tune`.)
 
-    PYTHONPATH=. python tools/bench_moe.py --out results.json [--tokens 2048]
+    PYTHONPATH=. python tools/bench_moe.py --out results.json [--tokens 2048] [--size 120b] [--sweep-tiles]
 """
 
 from __future__ import annotations
@@ -19,14 +19,23 @@ from triton.testing import do_bench
 from tools.kernel_checks import moe_reference, random_experts, random_router, rel_err, routing_reference
 from tritonllm.kernels.linear import linear_reference
 from tritonllm.kernels.moe import (
-    mm_config, moe_align, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
-    split_bf16, tile_rows,
+    TilePlan, mm_config, moe_align, moe_combine, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
+    split_bf16, tile_plan,
 )
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 
 
-def grouped(cfg, T: int, peak_tflops: float) -> dict:
+PLANS = ((128, 128, 0), (128, 32, 32), (128, 32, 64), (128, 32, 96), (128, 64, 64), (128, 16, 48),
+         (32, 32, 0), (32, 16, 16), (16, 16, 0))
+TILES = [{"BN": bn, "BK": bk, "num_warps": w, "num_stages": 3}
+         for bn, bk, w in itertools.product((64, 128), (64, 128), (4, 8))]
+
+
+def grouped(cfg, T: int, peak_tflops: float, plans=PLANS, tiles=()) -> dict:
+    """The grouped matmuls under each tile plan (big rows, tail rows, most rows left to tails),
+    with the default tile and the given `tiles`; the routing of random inputs through a random
+    router, as the synthetic checkpoints give."""
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     x = torch.randn(T, H, device="cuda")
     router = random_router("cuda", E, H)
@@ -37,31 +46,30 @@ def grouped(cfg, T: int, peak_tflops: float) -> dict:
     err = rel_err(moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
     flops = 2 * T * k * (2 * I * H + H * I)
     arch = arch_of(x)
+    parts = split_bf16(x)
     rows = []
-    for bm in sorted({tile_rows(T * k, E), 32, 128}):
-        sorted_pairs, tile_expert = moe_align(ids, E, bm)
-        parts = split_bf16(x)
-        act = moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, cfg.swiglu_limit, bm)
-        candidates = [None] + [
-            {"BN": bn, "BK": bk, "num_warps": w, "num_stages": s}
-            for bn, bk, w, s in itertools.product((64, 128), (64, 128), (4, 8), (3,))
-        ]
-        for tile in candidates:
+    for plan in [tile_plan(T * k, E)] + [TilePlan(*p) for p in plans]:
+        groups = moe_align(ids, E, plan)
+        act = moe_mlp1(parts, groups, *w1, k, cfg.swiglu_limit)
+        plan_err = rel_err(moe_combine(moe_mlp2(act, groups, gates, *w2), residual.clone(), k), ref)
+        for tile in [None, *tiles]:
             try:
-                t1 = do_bench(lambda: moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, cfg.swiglu_limit, bm, tile),
-                              return_mode="median")
-                t2 = do_bench(lambda: moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm, tile), return_mode="median")
+                t1 = do_bench(lambda: moe_mlp1(parts, groups, *w1, k, cfg.swiglu_limit, tile), return_mode="median")
+                t2 = do_bench(lambda: moe_mlp2(act, groups, gates, *w2, tile), return_mode="median")
             except Exception as exc:  # a tile the compiler or the GPU cannot run
-                rows.append({"BM": bm, "tile": tile, "error": str(exc)[:200]})
+                rows.append({"plan": plan.__dict__, "tile": tile, "error": str(exc)[:200]})
                 continue
-            rows.append({"BM": bm, "tile": tile or {"default": mm_config(2 * I, H, arch)},
-                         "mlp1_ms": t1, "mlp2_ms": t2,
+            rows.append({"plan": plan.__dict__, "tile": tile or {"default": mm_config(2 * I, H, arch)},
+                         "tiles": {bm: int((t[:, 0] >= 0).sum()) for bm, t in groups.tiles},
+                         "rel_err": plan_err, "mlp1_ms": t1, "mlp2_ms": t2,
                          "tflops": flops / ((t1 + t2) * 1e-3) / 1e12})
             print(rows[-1], flush=True)
+    counts = torch.bincount(ids.flatten().long(), minlength=E)
     total = do_bench(lambda: moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual), return_mode="median")
-    return {"tokens": T, "pairs": T * k, "rel_err": err, "moe_experts_ms": total,
-            "useful_tflops": flops / (total * 1e-3) / 1e12,
-            "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "tiles": rows}
+    return {"tokens": T, "pairs": T * k, "pairs_per_expert": {"min": int(counts.min()), "max": int(counts.max()),
+                                                                "std": float(counts.float().std())},
+            "rel_err": err, "moe_experts_ms": total, "useful_tflops": flops / (total * 1e-3) / 1e12,
+            "bound_ms_at_peak_bf16_x2_products": 2 * flops / (peak_tflops * 1e12) * 1e3, "plans": rows}
 
 
 def gemv(cfg, bandwidth: float) -> dict:
@@ -86,18 +94,26 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--parts", default="gemv,grouped", help="comma-separated: gemv, grouped")
+    parser.add_argument("--sweep-tiles", action="store_true", help="also time the TILES around the default tile")
+    parser.add_argument("--plans", help="tile plans to time, 'big,tail,max_tail;...' (default: PLANS)")
+    parser.add_argument("--tiles", help="tiles to time, 'BN,BK,num_warps,num_stages;...' (--sweep-tiles: TILES)")
+    parser.add_argument("--size", default="20b", choices=("20b", "120b"))
     parser.add_argument("--bandwidth", type=float, default=2.95e12, help="copy bandwidth, bytes/s")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 tensor-core peak")
     args = parser.parse_args()
-    cfg = preset("20b")
+    cfg = preset(args.size)
     parts = args.parts.split(",")
     result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name()}
     if "gemv" in parts:
         result["gemv"] = gemv(cfg, args.bandwidth)
         print(json.dumps(result["gemv"], indent=1), flush=True)
     if "grouped" in parts:
-        result["grouped"] = grouped(cfg, args.tokens, args.peak_tflops)
-        print(json.dumps({k: v for k, v in result["grouped"].items() if k != "tiles"}, indent=1))
+        plans = [tuple(map(int, p.split(","))) for p in args.plans.split(";")] if args.plans else PLANS
+        keys = ("BN", "BK", "num_warps", "num_stages")
+        tiles = [dict(zip(keys, map(int, t.split(",")))) for t in args.tiles.split(";")] if args.tiles \
+            else TILES if args.sweep_tiles else []
+        result["grouped"] = grouped(cfg, args.tokens, args.peak_tflops, plans, tiles)
+        print(json.dumps({k: v for k, v in result["grouped"].items() if k != "plans"}, indent=1))
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

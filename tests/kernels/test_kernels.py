@@ -58,7 +58,7 @@ CASES = [
     ("moe_two_tokens_gemv", kc.check_moe, {"T": 2, "E": 8, "K": 4, "H": 96, "I": 64}),
     ("moe_big_tiles", kc.check_moe, {"T": 140, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_ragged_hidden", kc.check_moe, {"T": 20, "E": 6, "K": 2, "H": 160, "I": 96}),
-    ("moe_64_row_tiles", kc.check_moe, {"T": 300, "E": 2, "K": 1, "H": 64, "I": 32}),
+    ("moe_big_and_tail_tiles", kc.check_moe, {"T": 300, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_wide_scales_gemv", kc.check_moe, {"T": 1, "E": 4, "K": 2, "H": 64, "I": 32, "scale_codes": (100, 141)}),
     ("moe_wide_scales_grouped", kc.check_moe, {"T": 12, "E": 4, "K": 2, "H": 64, "I": 32, "scale_codes": (100, 141)}),
 ]
@@ -70,40 +70,52 @@ def test_kernel_matches_reference(name, check, kwargs):
     assert result["rel_err"] <= result["bound"], result
 
 
-def test_moe_align_groups_pairs_by_expert():
-    from tritonllm.kernels.moe import moe_align
-
-    ids = torch.tensor([[3, 1], [1, 0], [3, 3], [2, 1]], dtype=torch.int32)
-    sorted_pairs, tile_expert = moe_align(ids, num_experts=5, bm=4)
-    flat = ids.flatten().tolist()
-    rows = sorted_pairs.view(-1, 4)
-    seen = []
-    for tile, expert in enumerate(tile_expert.tolist()):
-        pairs = [p for p in rows[tile].tolist() if p >= 0]
-        if expert < 0:
-            assert not pairs
-            continue
-        assert all(flat[p] == expert for p in pairs) and pairs == sorted(pairs)
-        seen += pairs
-    assert sorted(seen) == list(range(len(flat)))  # every pair exactly once
-
-
-
-@pytest.mark.parametrize("tokens,k,experts,bm", [(100, 4, 7, 16), (300, 4, 32, 32), (70, 4, 128, 16)])
-def test_moe_align_matches_a_stable_sort_across_chunks(tokens, k, experts, bm):
-    """Several chunks of 128 pairs: each chunk places its pairs after those of earlier chunks."""
-    from tritonllm.kernels.moe import moe_align
-
-    ids = torch.stack([torch.randperm(experts)[:k] for _ in range(tokens)]).int()
-    sorted_pairs, tile_expert = moe_align(ids, experts, bm)
-    flat, rows, tiles = ids.flatten().tolist(), [], []
+def _expected_groups(flat: list[int], experts: int, plan) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """The rows and tiles moe_align must give: each expert's pairs in order, padded to big tiles,
+    and to tail tiles when at most plan.max_tail rows are left over."""
+    rows, big, tail = [], [], []
     for e in range(experts):
         pairs = [p for p, x in enumerate(flat) if x == e]
-        padded = -(-len(pairs) // bm) * bm
-        rows += pairs + [-1] * (padded - len(pairs))
-        tiles += [e] * (padded // bm)
-    assert sorted_pairs.tolist() == rows + [-1] * (sorted_pairs.numel() - len(rows))
-    assert tile_expert.tolist() == tiles + [-1] * (tile_expert.numel() - len(tiles))
+        n_big, left = divmod(len(pairs), plan.big)
+        n_big += left > plan.max_tail
+        n_tail = 0 if left > plan.max_tail else -(-left // plan.tail)
+        big += [[e, len(rows) + i * plan.big] for i in range(n_big)]
+        tail += [[e, len(rows) + n_big * plan.big + i * plan.tail] for i in range(n_tail)]
+        rows += pairs + [-1] * (n_big * plan.big + n_tail * plan.tail - len(pairs))
+    return rows, big, tail
+
+
+@pytest.mark.parametrize("tokens,k,experts,plan", [
+    (4, 2, 5, (4, 4, 0)), (100, 4, 7, (16, 16, 0)), (300, 4, 32, (32, 32, 0)), (70, 4, 128, (16, 16, 0)),
+    (300, 4, 7, (128, 32, 64)), (200, 4, 5, (64, 16, 48)), (9, 4, 3, (16, 8, 8)),
+])
+def test_moe_align_matches_a_stable_sort_across_chunks(tokens, k, experts, plan):
+    """Several chunks of 128 pairs: each chunk places its pairs after those of earlier chunks;
+    with tails, an expert's last few rows go to small tiles and no rows are lost."""
+    from tritonllm.kernels.moe import TilePlan, moe_align
+
+    plan = TilePlan(*plan)
+    ids = torch.stack([torch.randperm(experts)[:k] for _ in range(tokens)]).int()
+    groups = moe_align(ids, experts, plan)
+    rows, big, tail = _expected_groups(ids.flatten().tolist(), experts, plan)
+    sorted_pairs = groups.sorted_pairs.tolist()
+    assert sorted_pairs == rows + [-1] * (len(sorted_pairs) - len(rows))
+    tables = dict(groups.tiles)
+    assert [t for t in tables[plan.big].tolist() if t[0] >= 0] == big
+    assert all(t[0] == -1 for t in tables[plan.big].tolist()[len(big):])
+    if plan.max_tail:
+        assert [t for t in tables[plan.tail].tolist() if t[0] >= 0] == tail
+        assert all(t[0] == -1 for t in tables[plan.tail].tolist()[len(tail):])
+    else:
+        assert len(groups.tiles) == 1 and not tail
+
+
+def test_moe_align_refuses_a_tail_as_big_as_a_tile():
+    from tritonllm.kernels.moe import TilePlan, moe_align
+
+    with pytest.raises(ValueError, match="bad tile plan"):
+        moe_align(torch.zeros(4, 2, dtype=torch.int32), 4, TilePlan(32, 16, 32))
+
 
 def test_launcher_rejects_bad_shapes():
     from tritonllm.kernels.linear import linear

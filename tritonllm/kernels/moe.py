@@ -3,8 +3,9 @@
 Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p = t*k + j):
 1. `topk_softmax`: gate logits [T, E] -> expert ids [T, k] and softmax weights over the k.
 2. `moe_align`: stable-sort pairs by expert on the device, padding each expert's group to
-   whole tiles of BM rows; `tile_expert[i]` names tile i's expert (-1: unused tile). No
-   host sync, so the same launches serve prefill, decode and CUDA graphs.
+   whole tiles (`TilePlan`: big tiles, then small ones for the few rows left over), and list
+   each tile's expert and first row. No host sync, so the launches need no knowledge of the
+   routing.
 3. `moe_mlp1`: for each tile, x rows @ W1[e].T + b1 with the clamped SwiGLU fused in the
    epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
@@ -25,6 +26,8 @@ registers to bf16 (exact: FP4 times a power of two) and use it for all BM rows o
 hi + lo arrays (`rmsnorm` or `split_bf16`, and mlp1's epilogue for mlp2), so the K loop only loads,
 decodes and multiplies: two tensor-core products per step (see kernels.common.dot).
 """
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -99,14 +102,16 @@ def moe_histogram_kernel(ids_ptr, hist_ptr, R, BE: tl.constexpr, BR: tl.constexp
     tl.store(hist_ptr + tl.program_id(0) * BE + e, tl.sum((ids[:, None] == e[None, :]).to(tl.int32), axis=0))
 
 
-@kernel(dynamic=("R", "n_tiles"))
+@kernel(dynamic=("R", "n_rows", "n_big", "n_tail"))
 def moe_align_kernel(
-    ids_ptr, hist_ptr, sorted_ptr, tile_expert_ptr, R, n_tiles, E,
-    BE: tl.constexpr, BR: tl.constexpr, BM: tl.constexpr,
+    ids_ptr, hist_ptr, sorted_ptr, big_ptr, tail_ptr, R, n_rows, n_big, n_tail, E,
+    BE: tl.constexpr, BR: tl.constexpr, BIG: tl.constexpr, TAIL: tl.constexpr, MAX_TAIL: tl.constexpr,
 ):
     """Program i places chunk i of the pairs (the chunks of `moe_histogram_kernel`), fills the
-    padding among sorted rows [i*BR, (i+1)*BR) and names the experts of tiles [i*BR, (i+1)*BR).
-    Each expert's group starts at a multiple of BM; pairs keep their order within it."""
+    padding among sorted rows [i*BR, (i+1)*BR) and describes big tiles and tail tiles
+    [i*BR, (i+1)*BR) as (expert, first row), expert -1 for an unused tile. An expert's group
+    is its pairs in order, in tiles of BIG rows, then up to MAX_TAIL rows left over in tiles
+    of TAIL rows (more left over than that take one more big tile)."""
     pid = tl.program_id(0)
     e = tl.arange(0, BE)
     r_in = tl.arange(0, BR)
@@ -117,18 +122,19 @@ def moe_align_kernel(
         hist = tl.load(hist_ptr + c[:, None] * BE + e[None, :], mask=(c < tl.cdiv(R, BR))[:, None], other=0)
         counts += tl.sum(hist, axis=0)
         before += tl.sum(tl.where((c < pid)[:, None], hist, 0), axis=0)
-    padded = (counts + BM - 1) // BM * BM
-    ends = tl.cumsum(padded, axis=0)
-    starts = ends - padded  # [BE] first sorted row of each expert's group
-
-    j = pid * BR + r_in  # tiles
-    inside = (j[:, None] * BM >= starts[None, :]) & (j[:, None] * BM < ends[None, :]) & (e[None, :] < E)
-    tl.store(tile_expert_ptr + j, tl.max(tl.where(inside, e[None, :], -1), axis=1), mask=j < n_tiles)
+    left = counts % BIG
+    bigs = counts // BIG + (left > MAX_TAIL).to(tl.int32)  # [BE] tiles of each expert
+    tails = tl.where(left > MAX_TAIL, 0, (left + TAIL - 1) // TAIL)
+    padded = bigs * BIG + tails * TAIL
+    starts = tl.cumsum(padded, axis=0) - padded  # [BE] first sorted row of each expert's group
+    j = pid * BR + r_in
+    _store_tiles(big_ptr, j, n_big, bigs, starts, BIG, e, E)
+    _store_tiles(tail_ptr, j, n_tail, tails, starts + bigs * BIG, TAIL, e, E)
 
     s = pid * BR + r_in  # sorted rows: padding where past its group's pairs
-    inside = (s[:, None] >= starts[None, :]) & (s[:, None] < ends[None, :]) & (e[None, :] < E)
+    inside = (s[:, None] >= starts[None, :]) & (s[:, None] < (starts + padded)[None, :]) & (e[None, :] < E)
     used = tl.sum(tl.where(inside, (s[:, None] - starts[None, :]) < counts[None, :], 0).to(tl.int32), axis=1)
-    tl.store(sorted_ptr + s, tl.full([BR], -1, tl.int32), mask=(s < n_tiles * BM) & (used == 0))
+    tl.store(sorted_ptr + s, tl.full([BR], -1, tl.int32), mask=(s < n_rows) & (used == 0))
 
     r = pid * BR + r_in  # pairs
     ids = tl.load(ids_ptr + r, mask=r < R, other=-1)
@@ -136,6 +142,19 @@ def moe_align_kernel(
     rank = tl.sum((tl.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)  # earlier in this chunk
     base = tl.sum((starts + before)[None, :] * onehot, axis=1)
     tl.store(sorted_ptr + base + rank, r, mask=r < R)
+
+
+@triton.jit
+def _store_tiles(tiles_ptr, j, n, per_expert, first_row, BM: tl.constexpr, e, E):
+    """Tiles j [BR] of a table of n: tile j is expert e's (j - (its first tile))-th, when
+    experts take per_expert [BE] tiles each in order, their rows from first_row [BE] on."""
+    ends = tl.cumsum(per_expert, axis=0)
+    starts = ends - per_expert
+    inside = (j[:, None] >= starts[None, :]) & (j[:, None] < ends[None, :]) & (e[None, :] < E)
+    expert = tl.max(tl.where(inside, e[None, :], -1), axis=1)
+    row = tl.sum(tl.where(inside, first_row[None, :] + (j[:, None] - starts[None, :]) * BM, 0), axis=1)
+    tl.store(tiles_ptr + 2 * j, expert, mask=j < n)
+    tl.store(tiles_ptr + 2 * j + 1, row, mask=j < n)
 
 
 @triton.jit
@@ -174,16 +193,16 @@ def _mxfp4_tile_dot(acc, a_hi_ptr, a_lo_ptr, a_rows, a_ok, w_rows, s_rows, w_ok,
 
 @kernel
 def moe_mlp1_kernel(
-    x_hi_ptr, x_lo_ptr, sorted_ptr, tile_expert_ptr, blocks_ptr, scales_ptr, bias_ptr, act_hi_ptr, act_lo_ptr,
+    x_hi_ptr, x_lo_ptr, sorted_ptr, tiles_ptr, blocks_ptr, scales_ptr, bias_ptr, act_hi_ptr, act_lo_ptr,
     H, I, TOPK, limit,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
 ):
     """One tile of BM pairs of one expert x BN weight rows (BN/2 gate + BN/2 linear columns,
     interleaved as stored): x @ W1[e].T + b1, then the clamped SwiGLU into BN/2 activations."""
     tile, pid_n = tl.program_id(0), tl.program_id(1)
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    e = tl.load(tiles_ptr + 2 * tile).to(tl.int64)
     if e >= 0:
-        pair = tl.load(sorted_ptr + tile * BM + tl.arange(0, BM))  # [BM], -1 = padding
+        pair = tl.load(sorted_ptr + tl.load(tiles_ptr + 2 * tile + 1) + tl.arange(0, BM))  # [BM], -1 = padding
         row_ok = pair >= 0
         token = tl.where(row_ok, pair // TOPK, 0).to(tl.int64)
         n = pid_n * BN + tl.arange(0, BN)  # weight rows: even = gate, odd = linear
@@ -203,15 +222,15 @@ def moe_mlp1_kernel(
 
 @kernel
 def moe_mlp2_kernel(
-    act_hi_ptr, act_lo_ptr, sorted_ptr, tile_expert_ptr, gates_ptr, blocks_ptr, scales_ptr, bias_ptr, y_ptr,
+    act_hi_ptr, act_lo_ptr, sorted_ptr, tiles_ptr, gates_ptr, blocks_ptr, scales_ptr, bias_ptr, y_ptr,
     H, I,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F32: tl.constexpr,
 ):
     """One tile of BM pairs of one expert x BN hidden columns: (act @ W2[e].T + b2) * gate."""
     tile, pid_n = tl.program_id(0), tl.program_id(1)
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    e = tl.load(tiles_ptr + 2 * tile).to(tl.int64)
     if e >= 0:
-        pair = tl.load(sorted_ptr + tile * BM + tl.arange(0, BM))
+        pair = tl.load(sorted_ptr + tl.load(tiles_ptr + 2 * tile + 1) + tl.arange(0, BM))
         row_ok = pair >= 0
         prow = tl.where(row_ok, pair, 0).to(tl.int64)
         n = pid_n * BN + tl.arange(0, BN)  # hidden columns
@@ -379,21 +398,48 @@ def topk_softmax(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     return ids, gates
 
 
-def moe_align(ids: torch.Tensor, num_experts: int, bm: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [T, k] int32 -> (sorted pair index per padded row [n_tiles*bm], expert per tile [n_tiles]).
-    Two launches over chunks of pairs (a histogram, then the placement), so it scales with the
-    pairs: one program doing it all took 92 us per 20b layer at 2,048 tokens, 398 for 120b."""
-    R = ids.numel()
-    n_tiles = triton.cdiv(R, bm) + min(num_experts, R)
-    BE, BR = next_pow2(num_experts), 128
+@dataclass(frozen=True)
+class TilePlan:
+    """How the grouped expert matmuls cover an expert's pairs: tiles of `big` rows, then, if at
+    most `max_tail` rows are left over, tiles of `tail` rows for them (else one more big tile).
+    Big tiles decode each weight tile once for more rows; tails pad less (note 26)."""
+
+    big: int
+    tail: int
+    max_tail: int = 0
+
+
+@dataclass
+class ExpertGroups:
+    """Pairs sorted by expert, each expert's group padded to whole tiles: sorted_pairs [rows]
+    (pair index, -1 = padding) and, per tile size BM, a table [n, 2] int32 of (expert, first
+    row) per tile, expert -1 for an unused one."""
+
+    sorted_pairs: torch.Tensor
+    tiles: list[tuple[int, torch.Tensor]]
+
+
+def moe_align(ids: torch.Tensor, num_experts: int, plan: TilePlan) -> ExpertGroups:
+    """ids [T, k] int32 -> the pairs grouped by expert (stable) and tiled by `plan`, on the
+    device, no host sync. Two launches over chunks of pairs (a histogram, then the placement),
+    so it scales with the pairs: one program doing it all took 92 us per 20b layer at 2,048
+    tokens, 398 for 120b."""
+    R, E, big = ids.numel(), num_experts, plan.big
+    check(plan.max_tail < big and (plan.max_tail == 0 or plan.tail <= big), f"moe_align: bad tile plan {plan}")
+    n_big = triton.cdiv(R, big) + min(E, R)  # each expert pads fewer than `big` rows
+    n_tail = min(E, R) * triton.cdiv(plan.max_tail, plan.tail)
+    BE, BR = next_pow2(E), 128
     hist = torch.empty(triton.cdiv(R, BR), BE, dtype=torch.int32, device=ids.device)
-    sorted_pairs = torch.empty(n_tiles * bm, dtype=torch.int32, device=ids.device)
-    tile_expert = torch.empty(n_tiles, dtype=torch.int32, device=ids.device)
+    sorted_pairs = torch.empty(n_big * big, dtype=torch.int32, device=ids.device)
+    big_tiles = torch.empty(n_big, 2, dtype=torch.int32, device=ids.device)
+    tail_tiles = torch.empty(max(n_tail, 1), 2, dtype=torch.int32, device=ids.device)
     moe_histogram_kernel[(hist.shape[0],)](ids, hist, R, BE=BE, BR=BR, num_warps=4)
-    moe_align_kernel[(triton.cdiv(max(n_tiles * bm, R), BR),)](
-        ids, hist, sorted_pairs, tile_expert, R, n_tiles, num_experts, BE=BE, BR=BR, BM=bm, num_warps=4,
+    moe_align_kernel[(triton.cdiv(sorted_pairs.numel(), BR),)](
+        ids, hist, sorted_pairs, big_tiles, tail_tiles, R, sorted_pairs.numel(), n_big, n_tail, E,
+        BE=BE, BR=BR, BIG=big, TAIL=plan.tail, MAX_TAIL=plan.max_tail, num_warps=4,
     )
-    return sorted_pairs, tile_expert
+    tiles = [(big, big_tiles)] + ([(plan.tail, tail_tiles)] if n_tail else [])
+    return ExpertGroups(sorted_pairs, tiles)
 
 
 def mm_config(N: int, K: int, arch: int) -> dict:
@@ -406,12 +452,18 @@ def mm_config(N: int, K: int, arch: int) -> dict:
     return {"BN": 128, "BK": 64, "num_warps": 4, "num_stages": 2 if small_shared_memory(arch) else 3}
 
 
-def tile_rows(pairs: int, num_experts: int) -> int:
-    """BM of the grouped expert matmuls, from the rows an expert sees on average (each expert's
-    group is padded to whole tiles): bigger tiles reuse each decoded weight tile over more rows,
-    smaller ones pad less. Thresholds from the H100 sweep at 16-4,096 tokens (note 20)."""
+def tile_plan(pairs: int, num_experts: int) -> TilePlan:
+    """Tiles of the grouped expert matmuls, from the rows an expert sees on average: bigger
+    tiles reuse each decoded weight tile over more rows, smaller ones pad less. From the H100
+    sweeps at 16-4,096 tokens (notes 20, 26): 16 / 32 / 128 rows below 12 / 40 / more pairs per
+    expert; from 128 pairs per expert up, up to 64 rows left over go to 32-row tails (-5% at
+    2,048 tokens; with fewer pairs, two tails cost more than the big tile they replace)."""
     per_expert = pairs / num_experts
-    return 16 if per_expert < 12 else 32 if per_expert < 40 else 128
+    if per_expert < 12:
+        return TilePlan(16, 16)
+    if per_expert < 40:
+        return TilePlan(32, 32)
+    return TilePlan(128, 32, 64) if per_expert >= 128 else TilePlan(128, 128)
 
 
 def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor, norm: Norm | None = None,
@@ -434,10 +486,9 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
         return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual, arrivals)
     parts = rmsnorm(x, norm) if norm else split_bf16(x)  # the router's and the experts' input, normed once
     ids, gates = topk_softmax(linear(parts, *router), k)
-    bm = tile_rows(T * k, E)
-    sorted_pairs, tile_expert = moe_align(ids, E, bm)
-    act = moe_mlp1(parts, sorted_pairs, tile_expert, *w1, k, limit, bm)
-    return moe_combine(moe_mlp2(act, sorted_pairs, tile_expert, gates, *w2, bm), residual, k)
+    groups = moe_align(ids, E, tile_plan(T * k, E))
+    act = moe_mlp1(parts, groups, *w1, k, limit)
+    return moe_combine(moe_mlp2(act, groups, gates, *w2), residual, k)
 
 
 def moe_route(x, router, k: int, norm: Norm | None,
@@ -532,10 +583,10 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torc
     return residual
 
 
-def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limit: float, bm: int,
+def moe_mlp1(x, groups: ExpertGroups, blocks, scales, bias, topk: int, limit: float,
              tile: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """x = split_bf16 parts of [T, H] -> SwiGLU activations [T*topk, I], one row per (token,
-    expert) pair, again as bf16 hi + lo parts (the input of moe_mlp2)."""
+    expert) pair, again as bf16 hi + lo parts (the input of moe_mlp2). One launch per tile size."""
     x_hi, x_lo = x
     E, two_i, kblocks, _ = blocks.shape
     T, H = x_hi.shape
@@ -544,27 +595,28 @@ def moe_mlp1(x, sorted_pairs, tile_expert, blocks, scales, bias, topk: int, limi
     act_hi = torch.empty(T * topk, I, dtype=torch.bfloat16, device=x_hi.device)
     act_lo = torch.empty_like(act_hi)
     tile = tile or mm_config(two_i, H, arch_of(x_hi))
-    grid = (tile_expert.numel(), triton.cdiv(two_i, tile["BN"]))
-    moe_mlp1_kernel[grid](
-        x_hi, x_lo, sorted_pairs, tile_expert, blocks, scales, bias, act_hi, act_lo, H, I, topk, limit,
-        BM=bm, F32=dot_f32(x_hi), **tile,
-    )
+    for bm, tiles in groups.tiles:
+        moe_mlp1_kernel[(tiles.shape[0], triton.cdiv(two_i, tile["BN"]))](
+            x_hi, x_lo, groups.sorted_pairs, tiles, blocks, scales, bias, act_hi, act_lo, H, I, topk, limit,
+            BM=bm, F32=dot_f32(x_hi), **tile,
+        )
     return act_hi, act_lo
 
 
-def moe_mlp2(act, sorted_pairs, tile_expert, gates, blocks, scales, bias, bm: int, tile: dict | None = None) -> torch.Tensor:
-    """act = (hi, lo) parts of [R, I] -> gate-weighted expert outputs [R, H] float32."""
+def moe_mlp2(act, groups: ExpertGroups, gates, blocks, scales, bias, tile: dict | None = None) -> torch.Tensor:
+    """act = (hi, lo) parts of [R, I] -> gate-weighted expert outputs [R, H] float32. One launch
+    per tile size."""
     act_hi, act_lo = act
     E, H, kblocks, _ = blocks.shape
     R, I = act_hi.shape
     check(kblocks * 32 == I and gates.numel() == R and bias.shape == (E, H), "moe_mlp2: weight shapes")
     y = torch.empty(R, H, dtype=torch.float32, device=act_hi.device)
     tile = tile or mm_config(H, I, arch_of(act_hi))
-    grid = (tile_expert.numel(), triton.cdiv(H, tile["BN"]))
-    moe_mlp2_kernel[grid](
-        act_hi, act_lo, sorted_pairs, tile_expert, gates, blocks, scales, bias, y, H, I,
-        BM=bm, F32=dot_f32(act_hi), **tile,
-    )
+    for bm, tiles in groups.tiles:
+        moe_mlp2_kernel[(tiles.shape[0], triton.cdiv(H, tile["BN"]))](
+            act_hi, act_lo, groups.sorted_pairs, tiles, gates, blocks, scales, bias, y, H, I,
+            BM=bm, F32=dot_f32(act_hi), **tile,
+        )
     return y
 
 
