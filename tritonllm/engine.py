@@ -8,9 +8,10 @@ the graph reads, so the only host sync per token is reading the sampled id.
 Invariant: `self.cached` lists exactly the tokens whose keys and values were written to the
 cache at positions 0..len(cached)-1 (sliding-window layers keep only the last window of them).
 A new prompt that starts with cached tokens only prefills the rest (so a chat's next turn
-does not recompute the conversation so far), unless it drops more than the last cached
-token: the later tokens overwrote ring rows of the window it continues from, so it is
-prefilled in full.
+does not recompute the conversation so far). A prompt that drops cached tokens needs the
+sliding-window layers' rings as they were where it continues, which later tokens overwrote:
+the cache keeps a copy of the rings from the end of the last prompt (a next chat turn drops
+the reasoning generated after it), and a prompt continuing anywhere else is prefilled in full.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the cached prefix (the next prompt is prefilled in full)."""
         self.cached = []
+        self.cache.forget_saved_rings()
 
     def _decode(self) -> torch.Tensor:
         """Logits [1, V] for self.token at self.pos, through the CUDA graph where there is one."""
@@ -102,9 +104,10 @@ class Engine:
         """Teacher-forced logits [T, vocab] float32 for `tokens`, in one prefill pass."""
         tokens = list(tokens)
         self._check_prompt(tokens)
-        self.cached = []  # the prefill below overwrites the cache from position 0
+        self.reset()  # the prefill below overwrites the cache from position 0
         out = self.model.prefill(self._ids(tokens), 0, self.cache, all_logits=True)
         self.cached = tokens
+        self.cache.save_rings(len(tokens))
         return out
 
     def prefill(self, tokens: list[int]) -> torch.Tensor:
@@ -114,11 +117,13 @@ class Engine:
         limit = min(len(self.cached), len(tokens) - 1)  # the last token always runs, for its logits
         while reuse < limit and self.cached[reuse] == tokens[reuse]:
             reuse += 1
-        if not self.cache.can_resume(reuse, len(self.cached)):
-            reuse = 0  # the sliding layers' rings already dropped keys that the new tokens see
+        # Where the sliding layers' rings (live, or as saved at the end of the last prompt) still
+        # hold the keys that the new tokens see; 0 if nowhere.
+        reuse = self.cache.resume_point(reuse, len(self.cached))
         self.cached = self.cached[:reuse]
         logits = self.model.prefill(self._ids(tokens[reuse:]), reuse, self.cache)
         self.cached = list(tokens)
+        self.cache.save_rings(len(tokens))
         return logits
 
     def generate(

@@ -122,6 +122,39 @@ def test_a_prompt_diverging_inside_the_rings_window_is_prefilled_in_full(tiny_ll
     assert prefilled == [(1, 39), (33, 0)]
 
 
+def _spy_prefills(engine, monkeypatch) -> list[tuple[int, int]]:
+    """(tokens, first position) of every prefill the engine runs from now on."""
+    calls, original = [], engine.model.prefill
+
+    def prefill(tokens, pos0, *args, **kwargs):
+        calls.append((len(tokens), pos0))
+        return original(tokens, pos0, *args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "prefill", prefill)
+    return calls
+
+
+def test_a_next_turn_without_the_last_answers_reasoning_resumes_after_the_last_prompt(tiny_llm, monkeypatch):
+    """Harmony drops a finished turn's reasoning, so the next prompt keeps the last prompt but not
+    the tokens generated after it, which overwrote the sliding layers' rings (window 8): the
+    rings saved at the end of the last prompt let it resume there instead of from 0."""
+    engine = tiny_llm.engine
+    engine.reset()
+    generated = list(tiny_llm.generate(PROMPT, 12, temperature=0))
+    assert len(generated) == 12  # past the window: the live rings no longer hold PROMPT's end
+    answer = [t for t in (200005, 1, 2) if t != generated[0]][:2]
+    follow_up = PROMPT + answer + [200007, 200006, 1428, 200008]
+    prefills = _spy_prefills(engine, monkeypatch)
+    logits = engine.prefill(follow_up)
+    assert prefills == [(len(follow_up) - len(PROMPT), len(PROMPT))]
+    assert rel_err(logits[0], tiny_llm.logits(follow_up)[-1]) < 1e-4
+    # Regenerating an answer to the same prompt reruns only its last token.
+    list(tiny_llm.generate(PROMPT, 12, temperature=0))
+    prefills.clear()
+    assert rel_err(engine.prefill(PROMPT)[0], tiny_llm.logits(PROMPT)[-1]) < 1e-4
+    assert prefills[0] == (1, len(PROMPT) - 1)
+
+
 def test_seeded_sampling_is_reproducible(tiny_llm):
     a = list(tiny_llm.generate(PROMPT, 3, temperature=1.0, top_p=0.9, seed=5))
     b = list(tiny_llm.generate(PROMPT, 3, temperature=1.0, top_p=0.9, seed=5))

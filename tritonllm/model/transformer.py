@@ -42,6 +42,8 @@ class KVCache:
     v: list[torch.Tensor]
     context_length: int
     window: int  # of the sliding layers; 0 if none
+    saved: list[torch.Tensor] | None = None  # the rings' k and v as of position saved_at (save_rings)
+    saved_at: int | None = None
 
     @staticmethod
     def allocate(cfg: ModelConfig, context_length: int, device: torch.device) -> "KVCache":
@@ -57,6 +59,38 @@ class KVCache:
             return True
         first = max(0, pos0 - self.window + 1)  # the earliest key a query at pos0 sees
         return first >= pos0 or first >= written - min(self.window, self.context_length)
+
+    def save_rings(self, written: int) -> None:
+        """Copy the rings as they stand with positions 0..written-1 written (the end of a prompt),
+        so that a later prompt which keeps those positions but not what followed (harmony drops
+        a finished turn's reasoning) can resume near `written` (`resume_point`) instead of
+        prefilling the whole conversation again. 6 MB for gpt-oss-20b."""
+        if self.saved is None:
+            self.saved = [t.clone() for t in self._rings()]
+        elif self.saved:
+            torch._foreach_copy_(self.saved, self._rings())
+        self.saved_at = written
+
+    def resume_point(self, reuse: int, written: int) -> int:
+        """Where a prefill of a prompt whose first `reuse` positions are already cached (of
+        `written`) can start: `reuse` if the rings still hold its window, else the saved rings'
+        position if they serve (copying them back), else 0."""
+        if self.can_resume(reuse, written):
+            return reuse
+        pos0 = min(reuse, self.saved_at or 0)
+        if self.saved_at is not None and self.saved_at <= written and pos0 >= self.saved_at - 1:
+            # The copy holds the window of every pos0 up to saved_at; rows past pos0 get rewritten.
+            if self.saved:
+                torch._foreach_copy_(self._rings(), self.saved)
+            return pos0
+        return 0
+
+    def forget_saved_rings(self) -> None:
+        self.saved_at = None
+
+    def _rings(self) -> list[torch.Tensor]:
+        """k and v of the layers whose cache is a ring that drops old positions."""
+        return [t for k, v in zip(self.k, self.v) if k.shape[0] < self.context_length for t in (k, v)]
 
 
 @dataclass
