@@ -91,37 +91,6 @@ def test_kv_cached_decode_equals_full_recompute(tiny_llm):
     assert rel_err(torch.stack(decoded), full) < 1e-4
 
 
-def test_next_turn_reuses_the_cached_prefix(tiny_llm, monkeypatch):
-    engine = tiny_llm.engine
-    first = list(tiny_llm.generate(PROMPT, 2, temperature=0))
-    prefilled = []
-    original = engine.model.prefill
-    monkeypatch.setattr(engine.model, "prefill", lambda tokens, pos0, *a, **k: prefilled.append((len(tokens), pos0)) or original(tokens, pos0, *a, **k))
-    follow_up = PROMPT + first + [200007, 200006]
-    again = list(tiny_llm.generate(follow_up, 2, temperature=0))
-    assert prefilled == [(len(follow_up) - len(PROMPT) - 1, len(PROMPT) + 1)]
-    assert again == tiny_llm.logits(follow_up + again)[len(follow_up) - 1 : -1].argmax(-1).tolist()
-
-
-def test_a_prompt_diverging_inside_the_rings_window_is_prefilled_in_full(tiny_llm, long_logits, monkeypatch):
-    engine = tiny_llm.engine
-    engine.prefill(LONG_PROMPT)
-    prefilled = []
-    original = engine.model.prefill
-
-    def prefill(tokens, pos0, *args, **kwargs):
-        prefilled.append((len(tokens), pos0))
-        return original(tokens, pos0, *args, **kwargs)
-
-    monkeypatch.setattr(engine.model, "prefill", prefill)
-    # The same prompt again: its last token runs again, and the rings still hold its window.
-    assert rel_err(engine.prefill(LONG_PROMPT)[0], long_logits[39]) < 1e-4
-    # A prompt that stops at 33 tokens reruns position 32, whose window 25..31 positions
-    # 33..39 overwrote in the sliding layers' rings (8 rows): it is prefilled in full.
-    assert rel_err(engine.prefill(LONG_PROMPT[:33])[0], long_logits[32]) < 1e-4
-    assert prefilled == [(1, 39), (33, 0)]
-
-
 def _spy_prefills(engine, monkeypatch) -> list[tuple[int, int]]:
     """(tokens, first position) of every prefill the engine runs from now on."""
     calls, original = [], engine.model.prefill
@@ -132,6 +101,28 @@ def _spy_prefills(engine, monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(engine.model, "prefill", prefill)
     return calls
+
+
+def test_next_turn_reuses_the_cached_prefix(tiny_llm, monkeypatch):
+    engine = tiny_llm.engine
+    first = list(tiny_llm.generate(PROMPT, 2, temperature=0))
+    prefilled = _spy_prefills(engine, monkeypatch)
+    follow_up = PROMPT + first + [200007, 200006]
+    again = list(tiny_llm.generate(follow_up, 2, temperature=0))
+    assert prefilled == [(len(follow_up) - len(PROMPT) - 1, len(PROMPT) + 1)]
+    assert again == tiny_llm.logits(follow_up + again)[len(follow_up) - 1 : -1].argmax(-1).tolist()
+
+
+def test_a_prompt_diverging_inside_the_rings_window_is_prefilled_in_full(tiny_llm, long_logits, monkeypatch):
+    engine = tiny_llm.engine
+    engine.prefill(LONG_PROMPT)
+    prefilled = _spy_prefills(engine, monkeypatch)
+    # The same prompt again: its last token runs again, and the rings still hold its window.
+    assert rel_err(engine.prefill(LONG_PROMPT)[0], long_logits[39]) < 1e-4
+    # A prompt that stops at 33 tokens reruns position 32, whose window 25..31 positions
+    # 33..39 overwrote in the sliding layers' rings (8 rows): it is prefilled in full.
+    assert rel_err(engine.prefill(LONG_PROMPT[:33])[0], long_logits[32]) < 1e-4
+    assert prefilled == [(1, 39), (33, 0)]
 
 
 def test_a_next_turn_without_the_last_answers_reasoning_resumes_after_the_last_prompt(tiny_llm, monkeypatch):

@@ -77,13 +77,13 @@ class KVCache:
         position if they serve (copying them back), else 0."""
         if self.can_resume(reuse, written):
             return reuse
-        pos0 = min(reuse, self.saved_at or 0)
-        if self.saved_at is not None and self.saved_at <= written and pos0 >= self.saved_at - 1:
-            # The copy holds the window of every pos0 up to saved_at; rows past pos0 get rewritten.
-            if self.saved:
-                torch._foreach_copy_(self._rings(), self.saved)
-            return pos0
-        return 0
+        # The copy holds the window of every position up to saved_at (rows past it get rewritten),
+        # and serves a prompt that keeps at least the positions before saved_at - 1.
+        if self.saved_at is None or self.saved_at > written or reuse < self.saved_at - 1:
+            return 0
+        if self.saved:
+            torch._foreach_copy_(self._rings(), self.saved)
+        return min(reuse, self.saved_at)
 
     def forget_saved_rings(self) -> None:
         self.saved_at = None
