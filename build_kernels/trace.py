@@ -3,15 +3,15 @@
 The model runs on meta tensors (shapes, no data) with the runtime's recorder installed, so
 the launchers choose their tiles for `arch` exactly as they would on such a GPU and each
 distinct specialization is recorded instead of launched. Covered: prefill lengths in every
-tile bucket (1, 2, 5, 100, 2048 tokens; last-token and all logits), decode at every attention split size (contexts
-2k..32k), and the four sampling modes.
+tile bucket of the dense and expert matmuls (1-2,048 tokens; last-token and all logits), decode
+at every attention split size (contexts 2k..32k), and sampling (its parameters are device values).
 """
 
 from __future__ import annotations
 
 import torch
 
-from tritonllm.kernels.sampling import sample
+from tritonllm.kernels.sampling import sample, sampling_params
 from tritonllm.model.config import preset
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import assemble, canonical_shape, checkpoint_specs, device_dtype
@@ -22,8 +22,6 @@ from tritonllm.runtime.target import tracing
 MODELS = ("20b", "120b")
 PREFILL_TOKENS = (1, 2, 5, 100, 2048)
 CONTEXTS = (2048, 4096, 8192, 16384, 32768)
-SAMPLING = ((0.0, 1.0), (0.0, 0.9), (1.0, 1.0), (1.0, 0.9))
-
 META = torch.device("meta")
 
 
@@ -56,8 +54,8 @@ def trace(arch: int) -> dict:
                     one = torch.empty(1, dtype=torch.int32, device=META)
                     logits = model.decode(one, one, cache, model.decode_scratch(context))
                 rng = torch.empty(2, dtype=torch.int64, device=META)
-                for temperature, top_p in SAMPLING:
-                    sample(logits[0], rng, temperature, top_p)
+                params = sampling_params(0.0, 1.0, META)  # read on the device: one binary for all
+                sample(logits[0], rng, params, out=one, pos=one)
     finally:
         settings.recorder = None
     return launches

@@ -85,7 +85,7 @@ def main():
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--prefill", type=int, default=2048)
     args = p.parse_args()
-    llm = LLM.synthetic(args.size, context_length=max(args.context, args.prefill) + 16)
+    llm = LLM.synthetic(args.size, context_length=max(args.context, args.prefill) + 64)  # steps advance the position
     engine = llm.engine
     tokens = torch.randint(0, 199998, (args.prefill,)).tolist()
     def prefill():  # as generation runs it: the whole prompt (no cached prefix), last-token logits
@@ -95,9 +95,10 @@ def main():
     show(f"prefill of {args.prefill} tokens", kernel_times(prefill, 2))
     engine.pos.fill_(args.context - 1)
     kinds = ["sliding" if s else "full" for s in llm.config.sliding_layers]
-    duration, added = step_times(engine._decode, 20, layer_start="qkv_rope_decode", layer_kinds=kinds)
-    show(f"decode step at position {args.context - 1} (CUDA graph), kernel durations", duration)
-    show(f"decode step at position {args.context - 1} (CUDA graph), time added to the step", added)
+    duration, added = step_times(engine._step, 20, layer_start="qkv_rope_decode", layer_kinds=kinds)
+    where = f"positions {args.context - 1}..{args.context + 19}"
+    show(f"decode step at {where} (CUDA graph), kernel durations", duration)
+    show(f"decode step at {where} (CUDA graph), time added to the step", added)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """The generation engine: owns the KV cache, the decode scratch buffers, the sampler state and
 the CUDA graph of the decode step, and turns a prompt into a stream of token ids.
 
-On a GPU the whole decode step (all layers and the unembedding) is captured once in a CUDA
-graph and replayed per token; its inputs (token id, position) live in device tensors that
-the graph reads, so the only host sync per token is reading the sampled id.
+On a GPU the whole decode step (all layers, the unembedding, sampling and the position's
+advance) is captured once in a CUDA graph and replayed per token; its state (token id,
+position, random stream, sampling parameters) lives in device tensors. The next step is
+launched before the host reads the sampled id (copied to pinned memory behind it), so the GPU
+never waits for the host between tokens. A step launched for a token that turns out to be a
+stop token is not wasted work for the cache: that token's keys and values are valid, and
+`cached` records it.
 
 Invariant: `self.cached` lists exactly the tokens whose keys and values were written to the
 cache at positions 0..len(cached)-1 (sliding-window layers keep only the last window of them).
@@ -22,7 +26,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from tritonllm.kernels.sampling import sample
+from tritonllm.kernels.sampling import sample, sampling_params
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import Weights
 
@@ -58,31 +62,54 @@ class Engine:
         self.pos = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.token = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.rng = torch.zeros(2, dtype=torch.int64, device=self.device)  # [seed, step]
+        self.sampling = sampling_params(0.0, 1.0, self.device)
         self.use_graph = cuda_graph and self.device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.graph_logits: torch.Tensor | None = None
+        # Two slots, so the host reads one sampled id while the next step writes the other.
+        on_cuda = self.device.type == "cuda"
+        self.sampled = torch.zeros(2, dtype=torch.int32, pin_memory=on_cuda)
+        self.sampled_ready = [torch.cuda.Event() for _ in range(2)] if on_cuda else None
 
     def reset(self) -> None:
         """Forget the cached prefix (the next prompt is prefilled in full)."""
         self.cached = []
         self.cache.forget_saved_rings()
 
-    def _decode(self) -> torch.Tensor:
-        """Logits [1, V] for self.token at self.pos, through the CUDA graph where there is one."""
+    def _run_step(self) -> None:
+        """Decode self.token at self.pos, sample the next token into self.token, advance self.pos."""
+        logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
+        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos)
+
+    def _step(self) -> None:
+        """One decode step, through the CUDA graph where there is one."""
         if not self.use_graph:
-            return self.model.decode(self.token, self.pos, self.cache, self.scratch)
+            return self._run_step()
         if self.graph is None:
-            # Compile every kernel outside the capture, on a side stream as torch requires.
+            # Compile every kernel outside the capture, on a side stream as torch requires. That
+            # run is real, so the state it advances is put back before the capture.
+            state = [t.clone() for t in (self.token, self.pos, self.rng)]
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                self.model.decode(self.token, self.pos, self.cache, self.scratch)
+                self._run_step()
             torch.cuda.current_stream().wait_stream(stream)
+            for t, saved in zip((self.token, self.pos, self.rng), state):
+                t.copy_(saved)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.graph_logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
+                self._run_step()
         self.graph.replay()
-        return self.graph_logits
+
+    def _copy_sampled(self, slot: int) -> None:
+        """Start copying self.token to the host, into `slot`, behind the work queued so far."""
+        self.sampled[slot : slot + 1].copy_(self.token, non_blocking=True)
+        if self.sampled_ready:
+            self.sampled_ready[slot].record()
+
+    def _read_sampled(self, slot: int) -> int:
+        if self.sampled_ready:
+            self.sampled_ready[slot].synchronize()
+        return int(self.sampled[slot])
 
     def _check_prompt(self, tokens: list[int]) -> None:
         if not tokens:
@@ -137,14 +164,23 @@ class Engine:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         logits = self.prefill(tokens)
+        if max_tokens == 0:
+            return
         seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.rng.copy_(torch.tensor([seed, 0], dtype=torch.int64))
+        self.sampling.copy_(sampling_params(sampling.temperature, sampling.top_p))
+        self.pos.fill_(len(self.cached) - 1)  # sampling advances it to the first new token's position
+        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos)
+        self._copy_sampled(0)
         for i in range(max_tokens):
-            sample(logits[0], self.rng, sampling.temperature, sampling.top_p, out=self.token)
-            token = int(self.token.item())
+            # Token i is sampled on the device; decode it (sampling token i + 1) before reading it.
+            decode = i < max_tokens - 1 and len(self.cached) < self.context_length
+            if decode:
+                self._step()
+                self._copy_sampled((i + 1) % 2)
+            token = self._read_sampled(i % 2)
+            if decode:
+                self.cached.append(token)
             yield token
-            if token in stop or i == max_tokens - 1 or len(self.cached) >= self.context_length:
+            if not decode or token in stop:
                 return
-            self.pos.fill_(len(self.cached))
-            logits = self._decode()
-            self.cached.append(token)

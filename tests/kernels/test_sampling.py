@@ -1,28 +1,33 @@
 """Sampling on the device: greedy, temperature, top-p, seeds."""
 
+import pytest
 import torch
 
-from tritonllm.kernels.sampling import sample, top_p_support
+from tritonllm.kernels.sampling import sample, sampling_params, top_p_support
 
 
 def _rng(seed):
     return torch.tensor([seed, 0], dtype=torch.int64)
 
 
+def _sample(logits, rng, temperature, top_p):
+    return sample(logits, rng, sampling_params(temperature, top_p))
+
+
 def test_greedy_is_argmax():
     for V in (1, 50, 5000):
         logits = torch.randn(V) * 4
-        assert sample(logits, _rng(0), 0.0, 1.0).item() == logits.argmax().item()
+        assert _sample(logits, _rng(0), 0.0, 1.0).item() == logits.argmax().item()
 
 
 def test_same_seed_same_tokens_and_step_advances():
     logits = torch.randn(300)
     a, b = _rng(7), _rng(7)
-    first = [sample(logits, a, 1.0, 1.0).item() for _ in range(6)]
-    second = [sample(logits, b, 1.0, 1.0).item() for _ in range(6)]
+    first = [_sample(logits, a, 1.0, 1.0).item() for _ in range(6)]
+    second = [_sample(logits, b, 1.0, 1.0).item() for _ in range(6)]
     assert first == second
     assert a.tolist() == [7, 6]
-    other = [sample(logits, _rng(8), 1.0, 1.0).item() for _ in range(6)]
+    other = [_sample(logits, _rng(8), 1.0, 1.0).item() for _ in range(6)]
     assert other != first
 
 
@@ -30,7 +35,7 @@ def test_temperature_sampling_follows_softmax():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, 1.5])
     rng = _rng(3)
     n = 600
-    counts = torch.bincount(torch.tensor([sample(logits, rng, 0.8, 1.0).item() for _ in range(n)]), minlength=6)
+    counts = torch.bincount(torch.tensor([_sample(logits, rng, 0.8, 1.0).item() for _ in range(n)]), minlength=6)
     expected = torch.softmax(logits / 0.8, -1) * n
     assert ((counts - expected).abs() <= 4 * expected.sqrt() + 3).all(), (counts, expected)
 
@@ -40,6 +45,26 @@ def test_top_p_keeps_to_the_nucleus():
     keep = top_p_support(logits, 1.0, 0.6)
     assert 2 <= keep.sum() < 40
     rng = _rng(11)
-    tokens = {sample(logits, rng, 1.0, 0.6).item() for _ in range(120)}
+    tokens = {_sample(logits, rng, 1.0, 0.6).item() for _ in range(120)}
     assert all(keep[t] for t in tokens)
     assert len(tokens) >= 2  # it samples, not just takes the argmax
+
+
+def test_parameters_and_position_are_read_on_the_device():
+    """What the engine's CUDA graph relies on: the same launch follows new parameters written
+    into its tensor, and advances the decode position it is given."""
+    logits = torch.linspace(3, -3, 40)
+    params, rng, pos = sampling_params(0.0, 1.0), _rng(5), torch.tensor([9], dtype=torch.int32)
+    assert sample(logits, rng, params, pos=pos).item() == 0 and pos.item() == 10 and rng.tolist() == [5, 0]
+    params.copy_(sampling_params(1.0, 0.6))
+    keep = top_p_support(logits, 1.0, 0.6)
+    tokens = {sample(logits, rng, params, pos=pos).item() for _ in range(60)}
+    assert all(keep[t] for t in tokens) and len(tokens) >= 2
+    assert pos.item() == 70 and rng.tolist() == [5, 60]
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="temperature -1"):
+        sampling_params(-1.0, 1.0)
+    with pytest.raises(ValueError, match="top_p 0"):
+        sampling_params(1.0, 0.0)

@@ -152,9 +152,23 @@ def test_seeded_sampling_is_reproducible(tiny_llm):
     assert a == b
 
 
-def test_stop_token_ends_generation(tiny_llm):
-    first = next(iter(tiny_llm.generate(PROMPT, 1, temperature=0)))
-    assert list(tiny_llm.generate(PROMPT, 5, temperature=0, stop_tokens=[first])) == [first]
+def test_generation_ended_early_leaves_every_decoded_token_in_the_cache(tiny_llm, monkeypatch):
+    """A token's decode step is launched before the host reads the token (one in flight), so a
+    stop token is decoded too, and so is the last token a consumer took before closing the
+    stream: the cache records both, and the next prompt continues after them."""
+    engine = tiny_llm.engine
+    greedy = list(tiny_llm.generate(PROMPT, 3, temperature=0))
+    stopped = greedy[: greedy.index(greedy[1]) + 1]
+    assert list(tiny_llm.generate(PROMPT, 5, temperature=0, stop_tokens=[greedy[1]])) == stopped
+    assert engine.cached == PROMPT + stopped
+    prefills = _spy_prefills(engine, monkeypatch)
+    follow_up = PROMPT + stopped + [200007]
+    assert rel_err(engine.prefill(follow_up)[0], tiny_llm.logits(follow_up)[-1]) < 1e-4
+    assert prefills[0] == (1, len(follow_up) - 1)
+    stream = tiny_llm.generate(PROMPT, 10, temperature=0)
+    taken = [next(stream) for _ in range(3)]
+    stream.close()
+    assert taken == greedy and engine.cached == PROMPT + greedy
 
 
 def test_generation_stops_when_the_context_is_full(tiny_checkpoints):
