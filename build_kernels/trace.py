@@ -20,7 +20,7 @@ from tritonllm.runtime.cubin import specialize
 from tritonllm.runtime.target import tracing
 
 MODELS = ("20b", "120b")
-PREFILL_TOKENS = (1, 2, 5, 100, 2048)
+PREFILL_TOKENS = (1, 2, 5, 50, 100, 200, 500, 1000, 2048)
 CONTEXTS = (2048, 4096, 8192, 16384, 32768)
 META = torch.device("meta")
 

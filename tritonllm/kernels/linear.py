@@ -103,21 +103,30 @@ def gemv_tile(arch: int, N: int, K: int) -> dict:
     return tuning.config("linear_gemv", arch)
 
 
-def _blocks(M: int, N: int, K: int, arch: int) -> tuple[int, int, int, int]:
-    """(BM, BN, BK, num_warps). The interpreter pays per program, so it gets big tiles; GPUs
-    with ~100 KB of shared memory per block get tiles whose 3 pipeline stages fit in it. H100
-    at 2,048 rows (note 20): 128 x 256 tiles for wide outputs (QKV 234 -> 210 us); the routers'
-    32 or 128 outputs get 16 x 64 tiles, many more programs streaming the input (43 -> 22 us,
-    49 -> 26 us)."""
+def prefill_tile(M: int, N: int, K: int, arch: int) -> dict:
+    """BM, BN, BK, num_warps of `linear_kernel`. The interpreter pays per program, so it gets big
+    tiles; GPUs with ~100 KB of shared memory per block get tiles whose 3 pipeline stages fit in
+    it. The routers' 32 or 128 outputs get 16 x 64 tiles, many programs streaming the input (H100
+    at 2,048 rows: 43 -> 22 us, 49 -> 26 us, note 20). Other shapes: the H100 sweep by rows of
+    `tools/bench_linear.py` (note 30): a prefill of a few hundred rows has too few 128 x 256
+    tiles to fill the GPU, and is bound by each program's chain of K steps."""
     if arch == CPU:
-        return min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
-    if N <= 128:  # the routers: few outputs, so 16-row tiles give enough programs to stream the input
-        return 16, min(64, max(16, next_pow2(N))), 128, 4
-    if M <= 16:
-        return 16, 64, 128, 4
-    if small_shared_memory(arch):
-        return 64, 128, 64, 4
-    return 128, 256 if arch >= 90 and N >= 4096 else 128, 64, 8
+        BM, BN, BK, warps = min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
+    elif N <= 128:
+        BM, BN, BK, warps = 16, min(64, max(16, next_pow2(N))), 128, 4
+    elif M <= 16:
+        BM, BN, BK, warps = 16, 64, 128, 4
+    elif small_shared_memory(arch):
+        BM, BN, BK, warps = 64, 128, 64, 4
+    elif M <= 64:
+        BM, BN, BK, warps = 64, 64, 128, 4
+    elif M <= 128:
+        BM, BN, BK, warps = 128, 64, 64, 8
+    elif M <= 256 or (M <= 512 and N < 4096):
+        BM, BN, BK, warps = 64, 64, 64, 4
+    else:  # 128 x 256 from 2,048 rows for wide outputs only (QKV 234 -> 210 us; out projection even)
+        BM, BN, BK, warps = 128, 256 if M <= 1024 or N >= 4096 else 128, 64, 8
+    return {"BM": BM, "BN": BN, "BK": BK, "num_warps": warps}
 
 
 def linear(
@@ -128,10 +137,12 @@ def linear(
     out: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
     norm: Norm | None = None,
+    tile: dict | None = None,
 ) -> torch.Tensor:
     """x [M, K] float32 or bf16, or float32 given as its split_bf16 parts (hi, lo); w [N, K] bf16,
     bias [N], residual [M, N] -> out [M, N] (`out_dtype`, or the residual's dtype; pass
-    out=residual to accumulate in place). With `norm`, the input is norm(x) (x float32)."""
+    out=residual to accumulate in place). With `norm`, the input is norm(x) (x float32).
+    `tile` overrides `prefill_tile` (tile sweeps)."""
     x, x_lo = x if isinstance(x, tuple) else (x, None)
     check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
     check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")
@@ -155,8 +166,8 @@ def linear(
             **tile, **dependent_launch_args(arch),
         )
         return out
-    BM, BN, BK, warps = _blocks(M, N, K, arch_of(x))
-    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    tile = tile or prefill_tile(M, N, K, arch_of(x))
+    grid = (triton.cdiv(M, tile["BM"]), triton.cdiv(N, tile["BN"]))
     # Split float32 x into bf16 hi + lo once, not in each of the N/BN programs that read it.
     if norm is not None:
         x, x_lo = rmsnorm(x, norm)
@@ -164,8 +175,7 @@ def linear(
         x, x_lo = split_bf16(x)
     linear_kernel[grid](
         x, x if x_lo is None else x_lo, w, bias_arg, res_arg, out, M, N, K,
-        HAS_LO=x_lo is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-        BM=BM, BN=BN, BK=BK, F32=dot_f32(x), num_warps=warps,
+        HAS_LO=x_lo is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, F32=dot_f32(x), **tile,
     )
     return out
 
