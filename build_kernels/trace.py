@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonllm.kernels.sampling import sample, sampling_params
+from tritonllm.kernels.sampling import SampleScratch, sample, sampling_params
 from tritonllm.model.config import preset
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import assemble, canonical_shape, checkpoint_specs, device_dtype
@@ -55,7 +55,7 @@ def trace(arch: int) -> dict:
                     logits = model.decode(one, one, cache, model.decode_scratch(context))
                 rng = torch.empty(2, dtype=torch.int64, device=META)
                 params = sampling_params(0.0, 1.0, META)  # read on the device: one binary for all
-                sample(logits[0], rng, params, out=one, pos=one)
+                sample(logits[0], rng, params, out=one, pos=one, scratch=SampleScratch(model.config.vocab_size, META))
     finally:
         settings.recorder = None
     return launches

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from tritonllm.kernels.sampling import sample, sampling_params
+from tritonllm.kernels.sampling import SampleScratch, sample, sampling_params
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import Weights
 
@@ -63,6 +63,7 @@ class Engine:
         self.token = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.rng = torch.zeros(2, dtype=torch.int64, device=self.device)  # [seed, step]
         self.sampling = sampling_params(0.0, 1.0, self.device)
+        self.sample_scratch = SampleScratch(self.config.vocab_size, self.device)
         self.use_graph = cuda_graph and self.device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         # Two slots, so the host reads one sampled id while the next step writes the other.
@@ -78,7 +79,7 @@ class Engine:
     def _run_step(self) -> None:
         """Decode self.token at self.pos, sample the next token into self.token, advance self.pos."""
         logits = self.model.decode(self.token, self.pos, self.cache, self.scratch)
-        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos)
+        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos, scratch=self.sample_scratch)
 
     def _step(self) -> None:
         """One decode step, through the CUDA graph where there is one."""
@@ -170,7 +171,7 @@ class Engine:
         self.rng.copy_(torch.tensor([seed, 0], dtype=torch.int64))
         self.sampling.copy_(sampling_params(sampling.temperature, sampling.top_p))
         self.pos.fill_(len(self.cached) - 1)  # sampling advances it to the first new token's position
-        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos)
+        sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos, scratch=self.sample_scratch)
         self._copy_sampled(0)
         for i in range(max_tokens):
             # Token i is sampled on the device; decode it (sampling token i + 1) before reading it.

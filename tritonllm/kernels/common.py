@@ -17,6 +17,15 @@ def _split_bf16(x):
 
 
 @triton.jit
+def last_to_arrive(count_ptr, programs):
+    """Count this program in *count_ptr once every thread's stores are done; True in the last
+    of `programs` to arrive, which then sees all their stores (acq_rel atomic, GPU scope; read
+    them with .cg loads, as this SM's L1 may hold an older call's) and must reset the count."""
+    tl.debug_barrier()
+    return tl.atomic_add(count_ptr, 1) == programs - 1
+
+
+@triton.jit
 def dot(a, b, acc, F32: tl.constexpr):
     """acc + a @ b at float32 accuracy on bf16 tensor cores.
 

@@ -35,7 +35,8 @@ import triton.language as tl
 
 from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
-    check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
+    check, dependent_launch_args, dot, dot_f32, last_to_arrive, next_pow2, on_gpu, split_bf16, store_split,
+    wait_for_inputs,
 )
 from tritonllm.kernels.linear import linear
 from tritonllm.kernels.mxfp4 import block_scale, e2m1_halves, e2m1_pair, e2m1_to_bf16
@@ -260,15 +261,6 @@ def _split8(xs, BKW: tl.constexpr):
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
-@triton.jit
-def _last_to_arrive(count_ptr, programs):
-    """Count this program in *count_ptr once every thread's stores are done; True in the last
-    of `programs` to arrive, which then sees all their stores (acq_rel atomic, GPU scope; read
-    them with .cg loads, as this SM's L1 may hold an older call's) and must reset the count."""
-    tl.debug_barrier()
-    return tl.atomic_add(count_ptr, 1) == programs - 1
-
-
 @kernel
 def moe_route_kernel(
     x_ptr, norm_ptr, w_ptr, b_ptr, part_ptr, count_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
@@ -295,7 +287,7 @@ def moe_route_kernel(
     w = tl.load(w_ptr + e[:, None] * K + cols[None, :], mask=(e < E)[:, None] & c_ok[None, :], other=0.0)
     parts = part_ptr + t * tl.num_programs(1) * BE + e
     tl.store(parts + c * BE, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
-    if _last_to_arrive(count_ptr + t, tl.num_programs(1)):
+    if last_to_arrive(count_ptr + t, tl.num_programs(1)):
         logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32)
         for j in range(tl.num_programs(1)):
             logits += tl.load(parts + j * BE, cache_modifier=".cg")
@@ -366,7 +358,7 @@ def moe_gemv_kernel(
         tl.store(part_ptr + pair * N + rows, out * tl.load(gates_ptr + pair), mask=r_ok)
         t = pair // TOPK
         count = arrivals_ptr + t * tl.num_programs(0) + pid_n
-        if _last_to_arrive(count, TOPK):
+        if last_to_arrive(count, TOPK):
             total = tl.load(out_ptr + t * N + rows, mask=r_ok, other=0.0)
             for j in range(TOPK):
                 total += tl.load(part_ptr + (t * TOPK + j) * N + rows, mask=r_ok, other=0.0, cache_modifier=".cg")
