@@ -108,7 +108,7 @@ def prefill_tile(M: int, N: int, K: int, arch: int) -> dict:
     tiles; GPUs with ~100 KB of shared memory per block get tiles whose 3 pipeline stages fit in
     it. The routers' 32 or 128 outputs get 16 x 64 tiles, many programs streaming the input (H100
     at 2,048 rows: 43 -> 22 us, 49 -> 26 us, note 20). Other shapes: the H100 sweep by rows of
-    `tools/bench_linear.py` (note 30): a prefill of a few hundred rows has too few 128 x 256
+    `tools/bench_linear.py` (note 31): a prefill of a few hundred rows has too few 128 x 256
     tiles to fill the GPU, and is bound by each program's chain of K steps."""
     if arch == CPU:
         BM, BN, BK, warps = min(64, max(16, next_pow2(M))), min(4096, next_pow2(N)), min(256, next_pow2(K)), 4
@@ -142,7 +142,8 @@ def linear(
     """x [M, K] float32 or bf16, or float32 given as its split_bf16 parts (hi, lo); w [N, K] bf16,
     bias [N], residual [M, N] -> out [M, N] (`out_dtype`, or the residual's dtype; pass
     out=residual to accumulate in place). With `norm`, the input is norm(x) (x float32).
-    `tile` overrides `prefill_tile` (tile sweeps)."""
+    `tile` overrides `prefill_tile` for the tensor-core kernel (tile sweeps; a single float32
+    row without split parts takes the tuned matrix-vector kernel instead)."""
     x, x_lo = x if isinstance(x, tuple) else (x, None)
     check(x.dim() == 2 and w.dim() == 2 and x.shape[1] == w.shape[1], f"linear: x {list(x.shape)} @ w {list(w.shape)}.T")
     check(x.is_contiguous() and w.is_contiguous(), "linear: x and w must be contiguous")
@@ -159,11 +160,11 @@ def linear(
     bias_arg, res_arg = bias if bias is not None else x, residual if residual is not None else out
     if M == 1 and x_lo is None:  # decode: a matrix-vector product, bound by streaming the weight
         arch = arch_of(x)
-        tile = gemv_tile(arch, N, K)
-        linear_gemv_kernel[(triton.cdiv(N, tile["BN"]),)](
+        gemv = gemv_tile(arch, N, K)
+        linear_gemv_kernel[(triton.cdiv(N, gemv["BN"]),)](
             x, w, bias_arg, res_arg, x if norm is None else norm.scale, out, N, K, 0.0 if norm is None else norm.eps,
             HAS_BIAS=bias is not None, HAS_RES=residual is not None, NORM=norm is not None,
-            **tile, **dependent_launch_args(arch),
+            **gemv, **dependent_launch_args(arch),
         )
         return out
     tile = tile or prefill_tile(M, N, K, arch_of(x))

@@ -139,9 +139,10 @@ def sample(
     check(scratch.programs == triton.cdiv(V, scratch.block), f"sample: scratch made for another vocabulary than {V}")
     if out is None:
         out = torch.empty(1, dtype=torch.int32, device=logits.device)
+    pos_arg = out if pos is None else pos  # any pointer: the kernel touches it only with ADVANCE_POS
     sample_kernel[(scratch.programs,)](
-        logits, rng, params, out, out if pos is None else pos, scratch.best_v, scratch.best_i, scratch.count, V,
-        ADVANCE_POS=pos is not None, BLOCK=scratch.block, BP=scratch.best_v.numel(), num_warps=8,  # out: never read
+        logits, rng, params, out, pos_arg, scratch.best_v, scratch.best_i, scratch.count, V,
+        ADVANCE_POS=pos is not None, BLOCK=scratch.block, BP=scratch.best_v.numel(), num_warps=8,
     )
     return out
 
