@@ -27,8 +27,7 @@ TILES = [{"BM": bm, "BN": bn, "BK": bk, "num_warps": w, "num_stages": s}
 
 def shapes(cfg) -> dict[str, tuple[int, int]]:
     """(N, K) of the dense matmuls of a prefill layer."""
-    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    return {"qkv": (q + 2 * kv, cfg.hidden_size), "out": (cfg.hidden_size, q)}
+    return {"qkv": (cfg.qkv_size, cfg.hidden_size), "out": (cfg.hidden_size, cfg.q_size)}
 
 
 def sweep(N: int, K: int, M: int, bandwidth: float, peak_tflops: float) -> dict:
