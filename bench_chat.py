@@ -90,13 +90,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_once(llm, prompt: list[int], decode_tokens: int) -> Run:
-    """One timed prefill + greedy decode, from an empty cache."""
+def run_once(llm, prompt: list[int], decode_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+             seed: int = 0) -> Run:
+    """One timed prefill + decode (greedy unless a temperature is given), from an empty cache."""
     device = llm.engine.device
     llm.engine.reset()
     _sync(device)
     t0 = time.perf_counter()
-    stream = llm.generate(prompt, decode_tokens, temperature=0)
+    stream = llm.generate(prompt, decode_tokens, temperature=temperature, top_p=top_p, seed=seed)
     next(stream)  # the first token: prefill + one sample + host sync
     t1 = time.perf_counter()
     generated = 1 + sum(1 for _ in stream)
@@ -150,6 +151,7 @@ def benchmark(args) -> dict:
         "experts": cfg.num_experts,
         "prompt_tokens": len(prompt),
         "decode_tokens": args.decode_tokens,
+        "sampling": {"temperature": args.temperature, "top_p": args.top_p},
         "runs": [asdict(r) for r in runs],
         "prefill_tok_s": summarize([r.prefill_tok_s for r in runs]),
         "ttft_s": summarize([r.ttft_s for r in runs]),
@@ -169,10 +171,11 @@ def benchmark(args) -> dict:
 
 def timed_runs(llm, prompt: list[int], args) -> list[Run]:
     log.info("warm-up (compiles or loads kernels, captures the decode graph)")
-    run_once(llm, prompt, min(args.decode_tokens, 4))
+    sampling = (args.temperature, args.top_p, args.seed)
+    run_once(llm, prompt, min(args.decode_tokens, 4), *sampling)
     runs = []
     for i in range(args.runs):
-        runs.append(run_once(llm, prompt, args.decode_tokens))
+        runs.append(run_once(llm, prompt, args.decode_tokens, *sampling))
         log.info("run %d/%d: prefill %.0f tok/s, decode %s tok/s", i + 1, args.runs, runs[-1].prefill_tok_s,
                  f"{runs[-1].decode_tok_s:.1f}" if runs[-1].decode_tok_s else "-")
     return runs
@@ -185,13 +188,13 @@ def compare_with_jit(llm, prompt: list[int], args) -> dict:
     device = llm.engine.device
     library = settings.cubin_libraries.get(device.index)
     settings.cubin_libraries[device.index] = None
-    llm.engine.graph = None  # recapture the decode step with JIT launches
+    llm.engine.graphs.clear()  # recapture the decode step with JIT launches
     t0 = time.perf_counter()
     try:
         runs = timed_runs(llm, prompt, args)
     finally:
         settings.cubin_libraries[device.index] = library
-        llm.engine.graph = None
+        llm.engine.graphs.clear()
     return {"first_run_incl_compile_s": time.perf_counter() - t0,
             "prefill_tok_s": summarize([r.prefill_tok_s for r in runs]),
             "decode_tok_s": summarize([r.decode_tok_s for r in runs])}
@@ -208,6 +211,8 @@ def print_table(r: dict) -> None:
         ("prefill tok/s", fmt(r["prefill_tok_s"])),
         ("time to first token", "-" if r["ttft_s"] is None else f"{r['ttft_s']['median'] * 1e3:.1f} ms"),
         ("decode tok/s", fmt(r["decode_tok_s"])),
+        ("sampling", "greedy" if r["sampling"]["temperature"] == 0 else
+         f"temperature {r['sampling']['temperature']}, top_p {r['sampling']['top_p']}"),
         ("bandwidth bound", "-" if r["decode_bound_tok_s"] is None else
          f"{r['decode_bound_tok_s']:.0f} tok/s ({r['weight_gb_per_token']:.2f} GB weights + "
          f"{r['kv_gb_per_token']:.3f} GB KV per token at {r['copy_bandwidth_tb_s']:.2f} TB/s)"),
@@ -234,7 +239,9 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--context", type=int, help="KV cache size (default: prompt + decode + 64)")
     p.add_argument("--device", help="cuda (default) or cpu (Triton interpreter; tiny models only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.0, help="decode sampling (default 0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="of the random prompt, weights and sampling")
     p.add_argument("--json", type=Path, help="write the full report here")
     p.add_argument("--compare", action="store_true", help="also run every kernel by JIT, side by side")
     args = p.parse_args(argv)
@@ -242,6 +249,8 @@ def parse_args(argv=None):
         p.error("give a checkpoint folder or --synthetic SIZE (one of them)")
     if args.runs < 1 or args.decode_tokens < 1 or args.prompt_tokens < 1:
         p.error("--runs, --decode-tokens and --prompt-tokens must be positive")
+    if not (args.temperature >= 0 and 0 < args.top_p <= 1):
+        p.error("--temperature must be >= 0 and --top-p in (0, 1]")
     return args
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonllm.kernels.sampling import SampleScratch, sample, sampling_params
+from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample
 from tritonllm.model.config import preset
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import assemble, canonical_shape, checkpoint_specs, device_dtype
@@ -54,8 +54,9 @@ def trace(arch: int) -> dict:
                     one = torch.empty(1, dtype=torch.int32, device=META)
                     logits = model.decode(one, one, cache, model.decode_scratch(context))
                 rng = torch.empty(2, dtype=torch.int64, device=META)
-                params = sampling_params(0.0, 1.0, META)  # read on the device: one binary for all
-                sample(logits[0], rng, params, out=one, pos=one, scratch=SampleScratch(model.config.vocab_size, META))
+                scratch = SampleScratch(model.config.vocab_size, META)
+                for top_p in (1.0, 0.9):  # the values are read on the device; top_p < 1 adds the top-p passes
+                    sample(logits[0], rng, SamplerParams(1.0, top_p, META), out=one, pos=one, scratch=scratch)
     finally:
         settings.recorder = None
     return launches

@@ -37,11 +37,12 @@ def test_kv_reads_grow_with_context_on_full_layers_only():
 def test_runs_end_to_end_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "bench_chat.py", "--synthetic", "tiny", "--device", "cpu", "--prompt-tokens", "5",
-           "--decode-tokens", "2", "--runs", "1", "--json", str(out)]
+           "--decode-tokens", "2", "--runs", "1", "--temperature", "1", "--top-p", "0.9", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["prompt_tokens"] == 5 and report["runs"][0]["generated"] == 2
+    assert report["sampling"] == {"temperature": 1.0, "top_p": 0.9}
     assert report["prefill_tok_s"]["median"] > 0 and report["decode_tok_s"]["median"] > 0
     assert "decode tok/s" in proc.stdout and "prefill tok/s" in proc.stdout
 

@@ -15,6 +15,7 @@ from tritonllm.kernels.linear import linear, linear_reference
 from tritonllm.kernels.moe import moe_arrivals, moe_experts, swiglu_reference, topk_softmax
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
+from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample, top_p_support
 from tritonllm.model.reference import dequantize_mxfp4
 
 BF16_OUT = 1e-2  # outputs rounded to bf16 (relative rounding 2^-9, plus bf16 intermediates)
@@ -84,9 +85,9 @@ def check_rope(device, T=13, NH=16, KVH=2, D=16, pos0=5) -> dict:
     return _result("rope_qkv", {"T": T, "NH": NH, "KVH": KVH, "D": D, "pos0": pos0}, out, ref, F32_OUT)
 
 
-def check_qkv_rope_decode(device, NH=16, KVH=2, D=16, H=96, pos=4000, rows=8) -> dict:
+def check_qkv_rope_decode(device, NH=16, KVH=2, D=16, H=96, pos=4000, rows=8, tile=None) -> dict:
     """Decode's fused QKV: RMSNorm, projection, bias, RoPE, k and v into a cache of `rows` rows
-    at row pos % rows (the other rows keep what they held)."""
+    at row pos % rows (the other rows keep what they held). `tile`: the launcher's, if None."""
     N = (NH + 2 * KVH) * D
     x = torch.randn(1, H, device=device) * 3
     w = (torch.randn(N, H, device=device) * 0.05).bfloat16()
@@ -99,7 +100,7 @@ def check_qkv_rope_decode(device, NH=16, KVH=2, D=16, H=96, pos=4000, rows=8) ->
     caches = torch.randn(rows, KVH, D, device=device), torch.randn(rows, KVH, D, device=device)
     refs = [c.clone() for c in caches]
     refs[0][pos % rows], refs[1][pos % rows] = k_ref[0], qkv[0, (NH + KVH) * D :].view(KVH, D)
-    q = qkv_rope_decode(x, w, b, norm, pos_t, inv_freq, 1.35, NH, *caches)
+    q = qkv_rope_decode(x, w, b, norm, pos_t, inv_freq, 1.35, NH, *caches, tile=tile)
     out = torch.cat([t.flatten() for t in (q, *caches)])
     ref = torch.cat([t.flatten() for t in (q_ref, *refs)])
     return _result("qkv_rope_decode", {"NH": NH, "KVH": KVH, "D": D, "H": H, "pos": pos, "rows": rows}, out, ref,
@@ -230,6 +231,23 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, torch.cat([ref, ref]), F32_OUT)
 
 
+def check_top_p(device, V=300, temperature=1.0, top_p=0.9, block=None) -> dict:
+    """The top-p passes' threshold (bits of p) against the sorted float64 reference: the mass of
+    the tokens kept by one and not the other, over the whole mass (float32 sums: ~1e-7)."""
+    logits = torch.randn(V, device=device) * 3
+    scratch = SampleScratch(V, device, block)
+    token = sample(logits, torch.tensor([1, 0], device=device), SamplerParams(temperature, top_p, device),
+                   scratch=scratch)
+    # p as the kernels compute it, up to the last bits of exp2 (GPUs' is approximate), so the token
+    # at the threshold (p = tau exactly) is given a few units of the last place.
+    p = torch.exp2((logits - logits.max()) / temperature * 1.4426950408889634)
+    kept = p >= scratch.tau.view(torch.float32) * (1 - 2**-20)
+    ref = top_p_support(logits, temperature, top_p)
+    err = (p.double() * (kept != ref)).sum() / p.double().sum()
+    err = err.item() if ref[token].item() else float("inf")  # the draw is from the kept set too
+    return {"kernel": "top_p", "V": V, "temperature": temperature, "top_p": top_p, "rel_err": err, "bound": 1e-6}
+
+
 def run_kernel_checks(device, large: bool) -> list[dict]:
     """The suite: small ragged shapes, or (large=True) gpt-oss shapes."""
     if not large:
@@ -242,7 +260,7 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
             check_attention_prefill(device, T=50, pos0=20, window=8),
             check_attention_decode(device), check_attention_decode(device, window=0),
             check_attention_decode(device, pos=4000, window=8), check_topk_softmax(device),
-            check_moe(device), check_moe(device, T=1, norm=True), check_moe(device, norm=True),
+            check_moe(device), check_moe(device, T=1, norm=True), check_moe(device, norm=True), check_top_p(device),
         ]
     return [
         check_embedding(device, V=201088, H=2880, T=64),
@@ -272,4 +290,6 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
         check_moe(device, T=1024, E=128, K=4, H=2880, I=2880),
         check_moe(device, T=600, E=4, K=2, H=256, I=128),
+        check_top_p(device, V=201088, top_p=0.9),
+        check_top_p(device, V=201088, temperature=0.6, top_p=0.95),
     ]

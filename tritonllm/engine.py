@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from tritonllm.kernels.sampling import SampleScratch, sample, sampling_params
+from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample
 from tritonllm.model.transformer import KVCache, Transformer
 from tritonllm.model.weights import Weights
 
@@ -62,10 +62,11 @@ class Engine:
         self.pos = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.token = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.rng = torch.zeros(2, dtype=torch.int64, device=self.device)  # [seed, step]
-        self.sampling = sampling_params(0.0, 1.0, self.device)
+        self.sampling = SamplerParams(device=self.device)
         self.sample_scratch = SampleScratch(self.config.vocab_size, self.device)
         self.use_graph = cuda_graph and self.device.type == "cuda"
-        self.graph: torch.cuda.CUDAGraph | None = None
+        # One graph per launch sequence: with top-p (sampling.nucleus) the sampler runs more passes.
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
         # Two slots, so the host reads one sampled id while the next step writes the other.
         on_cuda = self.device.type == "cuda"
         self.sampled = torch.zeros(2, dtype=torch.int32, pin_memory=on_cuda)
@@ -85,7 +86,8 @@ class Engine:
         """One decode step, through the CUDA graph where there is one."""
         if not self.use_graph:
             return self._run_step()
-        if self.graph is None:
+        graph = self.graphs.get(self.sampling.nucleus)
+        if graph is None:
             # Compile every kernel outside the capture, on a side stream as torch requires. That
             # run is real, so the state it advances is put back before the capture.
             state = [t.clone() for t in (self.token, self.pos, self.rng)]
@@ -96,10 +98,10 @@ class Engine:
             torch.cuda.current_stream().wait_stream(stream)
             for t, saved in zip((self.token, self.pos, self.rng), state):
                 t.copy_(saved)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            graph = self.graphs[self.sampling.nucleus] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self._run_step()
-        self.graph.replay()
+        graph.replay()
 
     def _copy_sampled(self, slot: int) -> None:
         """Start copying self.token to the host, into `slot`, behind the work queued so far."""
@@ -169,7 +171,7 @@ class Engine:
             return
         seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.rng.copy_(torch.tensor([seed, 0], dtype=torch.int64))
-        self.sampling.copy_(sampling_params(sampling.temperature, sampling.top_p))
+        self.sampling.set(sampling.temperature, sampling.top_p)
         self.pos.fill_(len(self.cached) - 1)  # sampling advances it to the first new token's position
         sample(logits[0], self.rng, self.sampling, out=self.token, pos=self.pos, scratch=self.sample_scratch)
         self._copy_sampled(0)
