@@ -24,6 +24,8 @@ CASES = [
     ("qkv_rope_decode_into_ring", kc.check_qkv_rope_decode, {}),
     ("qkv_rope_decode_into_full_cache", kc.check_qkv_rope_decode, {"pos": 37, "rows": 64}),
     ("qkv_rope_decode_head_dim_64", kc.check_qkv_rope_decode, {"NH": 8, "KVH": 2, "D": 64, "pos": 5, "rows": 8}),
+    ("qkv_rope_decode_heads_over_programs", kc.check_qkv_rope_decode,  # as GPUs tile it: 4 rows, K in chunks
+     {"tile": {"BN": 4, "BK": 32, "num_warps": 4}}),
     ("kv_store_chunk_longer_than_ring", kc.check_kv_store, {}),
     ("kv_store_chunk_shorter_than_ring", kc.check_kv_store, {"T": 3, "pos0": 14, "rows": 8}),
     ("kv_store_full_cache", kc.check_kv_store, {"T": 13, "pos0": 27, "rows": 64}),

@@ -152,7 +152,7 @@ def qkv_rope_decode(
     _check_caches(k_cache, v_cache, KVH, D, "qkv_rope_decode")
     arch = arch_of(x)
     tile = dict(tile or (gemv_tile(arch, N, K) if arch == CPU else tuning.config("qkv_rope_decode", arch)))
-    tile["BN"] = max(2, min(tile["BN"], D // 2))  # row pairs within one head
+    tile["BN"] = max(2, min(tile["BN"], D))  # row pairs within one head
     q = torch.empty(1, num_heads, D, dtype=torch.float32, device=x.device)
     qkv_rope_decode_kernel[(N // tile["BN"],)](
         x, w, bias, norm.scale, pos, inv_freq, q, k_cache, v_cache, K, norm.eps, k_cache.shape[0], concentration,
