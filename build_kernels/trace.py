@@ -3,7 +3,8 @@
 The model runs on meta tensors (shapes, no data) with the runtime's recorder installed, so
 the launchers choose their tiles for `arch` exactly as they would on such a GPU and each
 distinct specialization is recorded instead of launched. Covered: prefill lengths in every
-tile bucket of the dense and expert matmuls (1-2,048 tokens; last-token and all logits), decode
+tile bucket of the dense and expert matmuls (1-2,048 tokens; last-token and all logits; a
+short chunk after a long cache, whose attention splits the cached keys), decode
 at every attention split size (contexts 2k..32k), and sampling (its parameters are device values).
 """
 
@@ -51,6 +52,8 @@ def trace(arch: int) -> dict:
                         for T in PREFILL_TOKENS:  # last-token logits (generate) and all logits (LLM.logits)
                             for all_logits in (False, True):
                                 model.prefill(torch.empty(T, dtype=torch.int32, device=META), 0, cache, all_logits)
+                        # a chat's next turn: a short chunk after a long cache splits its keys
+                        model.prefill(torch.empty(90, dtype=torch.int32, device=META), 1900, cache)
                     one = torch.empty(1, dtype=torch.int32, device=META)
                     logits = model.decode(one, one, cache, model.decode_scratch(context))
                 rng = torch.empty(2, dtype=torch.int64, device=META)

@@ -280,6 +280,8 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_attention_prefill(device, T=300, pos0=700, NH=64, KVH=8, D=64, window=0, ctx=1024),
         check_attention_prefill(device, T=512, pos0=0, NH=64, KVH=8, D=64, window=0, ctx=1024, split=True),
+        check_attention_prefill(device, T=90, pos0=4000, NH=64, KVH=8, D=64, window=0, ctx=8192, split=True),
+        check_attention_prefill(device, T=3, pos0=7000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=0, ctx=8192),
         check_attention_decode(device, pos=4000, NH=64, KVH=8, D=64, window=128, ctx=8192),
         check_attention_decode(device, pos=30000, NH=64, KVH=8, D=64, window=0, ctx=32768),

@@ -40,6 +40,10 @@ CASES = [
     ("prefill_one_token", kc.check_attention_prefill, {"T": 1, "pos0": 20, "window": 0}),
     ("prefill_one_token_ring", kc.check_attention_prefill, {"T": 1, "pos0": 300, "window": 8}),
     ("prefill_split_output", kc.check_attention_prefill, {"T": 40, "pos0": 0, "window": 0, "split": True}),
+    ("prefill_short_chunk_after_a_long_cache", kc.check_attention_prefill,  # cached keys over 3 programs, merged
+     {"T": 5, "pos0": 300, "window": 0, "ctx": 512}),
+    ("prefill_short_chunk_after_a_long_cache_split_output", kc.check_attention_prefill,
+     {"T": 20, "pos0": 260, "window": 0, "ctx": 512, "split": True}),
     ("decode_window", kc.check_attention_decode, {}),
     ("decode_full", kc.check_attention_decode, {"window": 0}),
     ("decode_first_position", kc.check_attention_decode, {"pos": 0, "window": 8}),

@@ -9,7 +9,8 @@ and denominator (prefill) or joins in the combine (decode).
 
 - prefill: queries at positions pos0 .. pos0+T-1 (T >= 1), flash-attention style; keys
   before pos0 from the cache, the chunk's own keys from its k and v (the cache gets them
-  after attention, from kv_store).
+  after attention, from kv_store). A short chunk after a long cache (a chat's next turn)
+  splits the cached keys over programs too, merged as decode's are.
 - decode: one query whose position is read on the device (CUDA-graph friendly); its key is
   already in the cache. The keys are split into fixed chunks across programs, then a
   combine kernel merges the partials. (Merging in the last split of each kv head instead,
@@ -47,15 +48,19 @@ def _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale
     return m_new, l_i, acc
 
 
-@kernel(dynamic=("T", "pos0", "rows"))
+@kernel(dynamic=("T", "pos0", "rows", "split_keys"))
 def attention_prefill_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, out_lo_ptr,
-    T, pos0, rows, qk_scale, window, NH, KVH,
+    q_ptr, k_cache_ptr, v_cache_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, out_lo_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
+    T, pos0, rows, split_keys, qk_scale, window, NH, KVH,
     G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr, SPLIT: tl.constexpr,
 ):
-    """SPLIT: the float32 output is stored as its bf16 hi (out_ptr) + lo (out_lo_ptr) parts, the
-    input the output projection multiplies (see common.store_split)."""
-    pid_t, kvh = tl.program_id(0), tl.program_id(1)
+    """Grid (query tiles, kv heads, key splits). With one split a program attends all its keys
+    and stores the output (SPLIT: as the bf16 hi (out_ptr) + lo (out_lo_ptr) parts the output
+    projection multiplies, see common.store_split). With several, split s attends the cached
+    keys s * split_keys.. (the last split also the chunk's own keys) and stores its partial
+    (max, sum, acc) for attention_combine_kernel, which adds the sink."""
+    pid_t, kvh, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_splits = tl.num_programs(2)
     BM: tl.constexpr = BT * G  # rows = (query token, head in group)
     r = tl.arange(0, BM)
     tq = pid_t * BT + r // G
@@ -65,36 +70,47 @@ def attention_prefill_kernel(
     d = tl.arange(0, D)
     q = tl.load(q_ptr + ((tq * NH + head) * D)[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [BM, D]
 
-    m_i = tl.load(sinks_ptr + head).to(tl.float32) * LOG2E  # the sink logit, base 2
-    l_i = tl.full([BM], 1.0, tl.float32)
+    # The sink logit (base 2) seeds the running max and sum, unless the merge adds it.
+    alone = n_splits == 1
+    m_i = tl.where(alone, tl.load(sinks_ptr + head).to(tl.float32) * LOG2E, float("-inf"))
+    l_i = tl.where(alone, tl.full([BM], 1.0, tl.float32), 0.0)
     acc = tl.zeros([BM, D], dtype=tl.float32)
 
     first_q = pos0 + pid_t * BT
     hi = tl.minimum(first_q + BT, pos0 + T)  # keys [lo, hi)
     lo = tl.where(window > 0, tl.maximum(first_q - window + 1, 0) // BN * BN, 0)
     kn = tl.arange(0, BN)
-    # Keys before the chunk, from the cache at row p % rows. A ring row below the window
-    # holds a later position; the mask, on positions, drops it.
-    for start in range(lo, pos0, BN):
+    # This split's keys before the chunk, from the cache at row p % rows. A ring row below the
+    # window holds a later position; the mask, on positions, drops it.
+    cache_lo = lo + s * split_keys
+    cache_hi = tl.minimum(cache_lo + split_keys, pos0)
+    for start in range(cache_lo, cache_hi, BN):
         kp = start + kn
-        k_ok = kp < pos0
+        k_ok = kp < cache_hi
         kv_offs = (((kp % rows) * KVH + kvh) * D)[:, None] + d[None, :]
         valid = k_ok[None, :] & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
         m_i, l_i, acc = _attend_block(q, k_cache_ptr, v_cache_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
-    # The chunk's own keys, row p - pos0 of k and v.
-    for start in range(tl.maximum(lo, pos0), hi, BN):
+    # The chunk's own keys, row p - pos0 of k and v: the last split's.
+    own_hi = tl.where(s == n_splits - 1, hi, 0)
+    for start in range(tl.maximum(lo, pos0), own_hi, BN):
         kp = start + kn
         k_ok = kp < hi
         kv_offs = (((kp - pos0) * KVH + kvh) * D)[:, None] + d[None, :]
         valid = (kp[None, :] <= q_pos[:, None]) & k_ok[None, :]
         valid = valid & ((window == 0) | (kp[None, :] > q_pos[:, None] - window))
         m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, valid, m_i, l_i, acc, qk_scale, F32)
-    out = acc / l_i[:, None]
-    offs = ((tq * NH + head) * D)[:, None] + d[None, :]
-    if SPLIT:
-        store_split(out_ptr, out_lo_ptr, offs, out, row_ok[:, None])
+    if alone:
+        out = acc / l_i[:, None]
+        offs = ((tq * NH + head) * D)[:, None] + d[None, :]
+        if SPLIT:
+            store_split(out_ptr, out_lo_ptr, offs, out, row_ok[:, None])
+        else:
+            tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
     else:
-        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        part = s * T * NH + tq * NH + head  # [splits, T, NH], the layout attention_combine reads
+        tl.store(part_m_ptr + part, m_i, mask=row_ok)
+        tl.store(part_l_ptr + part, l_i, mask=row_ok)
+        tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=row_ok[:, None])
 
 
 @kernel(dynamic=("rows",))
@@ -132,37 +148,42 @@ def attention_decode_kernel(
     tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
 
 
-@kernel(dynamic=("n_splits",))
+@kernel(dynamic=("n_splits", "R"))
 def attention_combine_kernel(
-    part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr, n_splits, NH,
-    D: tl.constexpr, BH: tl.constexpr, BS: tl.constexpr, PDL: tl.constexpr,
+    part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr, out_lo_ptr, n_splits, R, NH,
+    D: tl.constexpr, BH: tl.constexpr, BS: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr,
 ):
-    """BH heads per program: the softmax-weighted merge of their n_splits partials."""
+    """BH of the R (query, head) rows per program (decode: R = NH): the softmax-weighted merge
+    of their n_splits partials [n_splits, R]. SPLIT: the output as bf16 hi + lo parts."""
     wait_for_inputs(PDL)
-    head = tl.program_id(0) * BH + tl.arange(0, BH)
-    h_ok = head < NH
+    row = tl.program_id(0) * BH + tl.arange(0, BH)
+    ok = row < R
     d = tl.arange(0, D)
-    out = _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, head, h_ok, n_splits, NH, D, BS)
-    tl.store(out_ptr + (head * D)[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty), mask=h_ok[:, None])
+    out = _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, row, ok, n_splits, R, NH, D, BS)
+    offs = (row * D)[:, None] + d[None, :]
+    if SPLIT:
+        store_split(out_ptr, out_lo_ptr, offs, out, ok[:, None])
+    else:
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok[:, None])
 
 
 @triton.jit
-def _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, head, h_ok, n_splits, NH, D: tl.constexpr,
+def _merge_splits(part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, row, ok, n_splits, R, NH, D: tl.constexpr,
                   BS: tl.constexpr):
-    """Softmax-weighted merge of n_splits partials of the heads `head` [BH], BS splits at a
-    time (one step for up to BS splits), with the sink as one more logit of zero value.
-    Returns the attention output [BH, D]."""
-    m_all = tl.load(sinks_ptr + head, mask=h_ok, other=0.0).to(tl.float32) * LOG2E
+    """Softmax-weighted merge of n_splits partials of the rows `row` [BH] (of R; head row % NH),
+    BS splits at a time (one step for up to BS splits), with the sink as one more logit of zero
+    value. Returns the attention output [BH, D]."""
+    m_all = tl.load(sinks_ptr + row % NH, mask=ok, other=0.0).to(tl.float32) * LOG2E
     l_all = tl.full(m_all.shape, 1.0, tl.float32)  # the sink's exp2(sink - m_all)
-    acc = tl.zeros([head.shape[0], D], dtype=tl.float32)
+    acc = tl.zeros([row.shape[0], D], dtype=tl.float32)
     s_in = tl.arange(0, BS)
     d = tl.arange(0, D)
     for s0 in range(0, n_splits, BS):
-        ok = ((s0 + s_in) < n_splits)[:, None] & h_ok[None, :]
-        part = (s0 + s_in)[:, None] * NH + head[None, :]  # [BS, BH]
-        m = tl.load(part_m_ptr + part, mask=ok, other=float("-inf"))
-        l = tl.load(part_l_ptr + part, mask=ok, other=0.0)
-        pacc = tl.load(part_acc_ptr + (part * D)[:, :, None] + d[None, None, :], mask=ok[:, :, None], other=0.0)
+        s_ok = ((s0 + s_in) < n_splits)[:, None] & ok[None, :]
+        part = (s0 + s_in)[:, None] * R + row[None, :]  # [BS, BH]
+        m = tl.load(part_m_ptr + part, mask=s_ok, other=float("-inf"))
+        l = tl.load(part_l_ptr + part, mask=s_ok, other=0.0)
+        pacc = tl.load(part_acc_ptr + (part * D)[:, :, None] + d[None, None, :], mask=s_ok[:, :, None], other=0.0)
         # [BS, BH, D]
         m_new = tl.maximum(m_all, tl.max(m, axis=0))  # finite: the sink is
         alpha = tl.exp2(m_all - m_new)
@@ -204,20 +225,38 @@ def attention_prefill(
     check(not split or q.dtype == torch.float32, "attention_prefill: split needs float32 q")
     out = torch.empty_like(q, dtype=torch.bfloat16 if split else q.dtype)
     out_lo = torch.empty_like(out) if split else out
-    if on_gpu(q):  # H100 at 2,048 tokens (note 23): 128 query rows for full layers, short key blocks for windows
+    gpu = on_gpu(q)
+    if gpu:  # H100 at 2,048 tokens (note 23): 128 query rows for full layers, short key blocks for windows
         BT, BN = (max(1, 64 // G), 32) if window else (max(1, 128 // G), 64)
     else:
         BT, BN = max(1, 128 // G), 128
-    attention_prefill_kernel[(triton.cdiv(T, BT), KVH)](
-        q, k_cache, v_cache, k_new, v_new, sinks, out, out_lo, T, pos0, rows, sm_scale * LOG2E.value, window, NH, KVH,
-        G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), SPLIT=split, num_warps=4,
+    tiles = triton.cdiv(T, BT)
+    n_splits = 1 if window else prefill_key_splits(tiles * KVH, pos0, BN, 4 if gpu else 1)
+    split_keys = triton.cdiv(triton.cdiv(pos0, n_splits), BN) * BN if n_splits > 1 else max(pos0, 1)
+    n_splits = triton.cdiv(pos0, split_keys) if n_splits > 1 else 1
+    parts = DecodeScratch.allocate_rows(n_splits, T * NH, D, q.device) if n_splits > 1 else None
+    m, l, acc = (parts.m, parts.l, parts.acc) if parts else (sinks, sinks, sinks)  # unused; float32, as they are
+    attention_prefill_kernel[(tiles, KVH, n_splits)](
+        q, k_cache, v_cache, k_new, v_new, sinks, out, out_lo, m, l, acc, T, pos0, rows, split_keys,
+        sm_scale * LOG2E.value, window, NH, KVH, G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), SPLIT=split, num_warps=4,
     )
+    if parts:
+        _combine(parts, n_splits, sinks, out, out_lo, split, gpu, pdl=False)
     return (out, out_lo) if split else out
+
+
+def prefill_key_splits(programs: int, keys: int, block: int, min_blocks: int) -> int:
+    """Splits of a full layer's cached keys over programs, for a short chunk after a long
+    cache (a chat's next turn): 90 tokens after 4,000 ran 48 programs of 4,000 keys each, 0.26
+    ms per layer (H100). Splits until ~256 programs (two waves of 132 SMs), each split at
+    least `min_blocks` key blocks; a long chunk fills the GPU without."""
+    return max(1, min(triton.cdiv(256, programs), triton.cdiv(keys, min_blocks * block)))
 
 
 @dataclass
 class DecodeScratch:
-    """attention_decode's partial results: m, l [splits, NH], acc [splits, NH, D]."""
+    """Partial results of attention over key splits: m, l [splits, rows], acc [splits, rows, D];
+    a decode's rows are its NH heads, a split prefill's its T * NH (query, head) pairs."""
 
     m: torch.Tensor
     l: torch.Tensor
@@ -231,11 +270,15 @@ class DecodeScratch:
     def allocate(cache_rows: Iterable[int], num_heads: int, head_dim: int, device) -> "DecodeScratch":
         """Big enough for every cache of the given row counts."""
         on_cpu = torch.device(device).type == "cpu"
-        n = max(decode_splits(rows, on_cpu) for rows in cache_rows)
+        return DecodeScratch.allocate_rows(max(decode_splits(rows, on_cpu) for rows in cache_rows), num_heads,
+                                           head_dim, device)
+
+    @staticmethod
+    def allocate_rows(splits: int, rows: int, head_dim: int, device) -> "DecodeScratch":
         return DecodeScratch(
-            torch.empty(n, num_heads, dtype=torch.float32, device=device),
-            torch.empty(n, num_heads, dtype=torch.float32, device=device),
-            torch.empty(n, num_heads, head_dim, dtype=torch.float32, device=device),
+            torch.empty(splits, rows, dtype=torch.float32, device=device),
+            torch.empty(splits, rows, dtype=torch.float32, device=device),
+            torch.empty(splits, rows, head_dim, dtype=torch.float32, device=device),
         )
 
 
@@ -276,14 +319,23 @@ def attention_decode(
         q, k_cache, v_cache, pos, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window, NH, KVH,
         G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4, **dependent_launch_args(arch),
     )
-    # GPU: one step over up to 64 splits for two heads per program; CPU: whole rows, and
-    # blocks of 8 splits so the tests cover the merge loop.
-    BH, BS = (2, 64) if on_gpu(q) else (next_pow2(NH), 8)
-    attention_combine_kernel[(triton.cdiv(NH, BH),)](
-        scratch.m, scratch.l, scratch.acc, sinks, out, n_splits, NH, D=D, BH=BH, BS=BS, num_warps=4,
-        **dependent_launch_args(arch),
-    )
+    _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q), pdl=True)
     return out
+
+
+def _combine(parts: DecodeScratch, n_splits: int, sinks, out, out_lo, split: bool, gpu: bool, pdl: bool) -> None:
+    """Merge the first n_splits partials of every row into out ([rows, D] in memory)."""
+    R, D = parts.acc.shape[1], parts.acc.shape[2]
+    NH = sinks.shape[0]
+    if gpu:  # decode: one step over up to 64 splits for two heads per program; prefill: 8 rows x 8 splits
+        BH, BS = (2, 64) if R == NH else (8, 8)
+    else:  # whole rows, and blocks of 8 splits so the tests cover the merge loop
+        BH, BS = min(next_pow2(R), 128), 8
+    launch = dependent_launch_args(arch_of(out)) if pdl else {"PDL": False}
+    attention_combine_kernel[(triton.cdiv(R, BH),)](
+        parts.m, parts.l, parts.acc, sinks, out, out_lo, n_splits, R, NH, D=D, BH=BH, BS=BS, SPLIT=split,
+        num_warps=4, **launch,
+    )
 
 
 def attention_reference(
