@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels.common import (
-    LOG2E, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, store_split, wait_for_inputs,
+    LOG2E, cdiv, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, store_split, wait_for_inputs,
 )
 from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import arch_of
@@ -230,10 +230,10 @@ def attention_prefill(
         BT, BN = (max(1, 64 // G), 32) if window else (max(1, 128 // G), 64)
     else:
         BT, BN = max(1, 128 // G), 128
-    tiles = triton.cdiv(T, BT)
+    tiles = cdiv(T, BT)
     n_splits = 1 if window else prefill_key_splits(tiles * KVH, pos0, BN, 4 if gpu else 1)
-    split_keys = triton.cdiv(triton.cdiv(pos0, n_splits), BN) * BN if n_splits > 1 else max(pos0, 1)
-    n_splits = triton.cdiv(pos0, split_keys) if n_splits > 1 else 1
+    split_keys = cdiv(cdiv(pos0, n_splits), BN) * BN if n_splits > 1 else max(pos0, 1)
+    n_splits = cdiv(pos0, split_keys) if n_splits > 1 else 1
     parts = DecodeScratch.allocate_rows(n_splits, T * NH, D, q.device) if n_splits > 1 else None
     m, l, acc = (parts.m, parts.l, parts.acc) if parts else (sinks, sinks, sinks)  # unused; float32, as they are
     attention_prefill_kernel[(tiles, KVH, n_splits)](
@@ -241,7 +241,7 @@ def attention_prefill(
         sm_scale * LOG2E.value, window, NH, KVH, G=G, D=D, BT=BT, BN=BN, F32=dot_f32(q), SPLIT=split, num_warps=4,
     )
     if parts:
-        _combine(parts, n_splits, sinks, out, out_lo, split, gpu, pdl=False)
+        _combine(parts, n_splits, sinks, out, out_lo, split, gpu)
     return (out, out_lo) if split else out
 
 
@@ -250,7 +250,7 @@ def prefill_key_splits(programs: int, keys: int, block: int, min_blocks: int) ->
     cache (a chat's next turn): 90 tokens after 4,000 ran 48 programs of 4,000 keys each, 0.26
     ms per layer (H100). Splits until ~256 programs (two waves of 132 SMs), each split at
     least `min_blocks` key blocks; a long chunk fills the GPU without."""
-    return max(1, min(triton.cdiv(256, programs), triton.cdiv(keys, min_blocks * block)))
+    return max(1, min(cdiv(256, programs), cdiv(keys, min_blocks * block)))
 
 
 @dataclass
@@ -287,12 +287,12 @@ def decode_split(rows: int, on_cpu: bool) -> int:
     about 64 splits over a long context, two over a sliding window's 128-row ring. (H100, 4k
     context, decode + combine: 64 keys per split 11.9 + 2.0 us per full layer, against 15.0 +
     2.0 with 128; one 128-key split per ring instead of two: 7.8 against 5.5 us.)"""
-    return 2048 if on_cpu else max(64, min(1024, next_pow2(triton.cdiv(rows, 64))))
+    return 2048 if on_cpu else max(64, min(1024, next_pow2(cdiv(rows, 64))))
 
 
 def decode_splits(rows: int, on_cpu: bool) -> int:
     """Programs per kv head (and partial results per head) of a decode over `rows` rows."""
-    return triton.cdiv(rows, decode_split(rows, on_cpu))
+    return cdiv(rows, decode_split(rows, on_cpu))
 
 
 def attention_decode(
@@ -319,22 +319,22 @@ def attention_decode(
         q, k_cache, v_cache, pos, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window, NH, KVH,
         G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4, **dependent_launch_args(arch),
     )
-    _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q), pdl=True)
+    _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q))
     return out
 
 
-def _combine(parts: DecodeScratch, n_splits: int, sinks, out, out_lo, split: bool, gpu: bool, pdl: bool) -> None:
-    """Merge the first n_splits partials of every row into out ([rows, D] in memory)."""
+def _combine(parts: DecodeScratch, n_splits: int, sinks, out, out_lo, split: bool, gpu: bool) -> None:
+    """Merge the first n_splits partials of every row into out ([rows, D] in memory). A
+    programmatic dependent launch where the GPU has them (it waits for its inputs)."""
     R, D = parts.acc.shape[1], parts.acc.shape[2]
     NH = sinks.shape[0]
     if gpu:  # decode: one step over up to 64 splits for two heads per program; prefill: 8 rows x 8 splits
         BH, BS = (2, 64) if R == NH else (8, 8)
     else:  # whole rows, and blocks of 8 splits so the tests cover the merge loop
         BH, BS = min(next_pow2(R), 128), 8
-    launch = dependent_launch_args(arch_of(out)) if pdl else {"PDL": False}
-    attention_combine_kernel[(triton.cdiv(R, BH),)](
+    attention_combine_kernel[(cdiv(R, BH),)](
         parts.m, parts.l, parts.acc, sinks, out, out_lo, n_splits, R, NH, D=D, BH=BH, BS=BS, SPLIT=split,
-        num_warps=4, **launch,
+        num_warps=4, **dependent_launch_args(arch_of(out)),
     )
 
 
