@@ -1,10 +1,9 @@
 """Embedding gather: the residual stream starts as float32 rows of the bf16 table."""
 
 import torch
-import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import check
+from tritonllm.kernels.common import cdiv, check
 from tritonllm.runtime.kernel import kernel
 
 
@@ -26,7 +25,7 @@ def embedding(tokens: torch.Tensor, table: torch.Tensor, out: torch.Tensor | Non
     if out is None:
         out = torch.empty(T, H, dtype=torch.float32, device=table.device)
     BLOCK_H = 1024
-    embedding_kernel[(T, triton.cdiv(H, BLOCK_H))](tokens, table, out, H, BLOCK_H=BLOCK_H)
+    embedding_kernel[(T, cdiv(H, BLOCK_H))](tokens, table, out, H, BLOCK_H=BLOCK_H)
     return out
 
 

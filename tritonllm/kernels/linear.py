@@ -11,7 +11,9 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels import tuning
-from tritonllm.kernels.common import check, dependent_launch_args, dot, dot_f32, next_pow2, split_bf16, wait_for_inputs
+from tritonllm.kernels.common import (
+    cdiv, check, dependent_launch_args, dot, dot_f32, next_pow2, split_bf16, wait_for_inputs,
+)
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
@@ -161,14 +163,14 @@ def linear(
     if M == 1 and x_lo is None:  # decode: a matrix-vector product, bound by streaming the weight
         arch = arch_of(x)
         gemv = gemv_tile(arch, N, K)
-        linear_gemv_kernel[(triton.cdiv(N, gemv["BN"]),)](
+        linear_gemv_kernel[(cdiv(N, gemv["BN"]),)](
             x, w, bias_arg, res_arg, x if norm is None else norm.scale, out, N, K, 0.0 if norm is None else norm.eps,
             HAS_BIAS=bias is not None, HAS_RES=residual is not None, NORM=norm is not None,
             **gemv, **dependent_launch_args(arch),
         )
         return out
     tile = tile or prefill_tile(M, N, K, arch_of(x))
-    grid = (triton.cdiv(M, tile["BM"]), triton.cdiv(N, tile["BN"]))
+    grid = (cdiv(M, tile["BM"]), cdiv(N, tile["BN"]))
     # Split float32 x into bf16 hi + lo once, not in each of the N/BN programs that read it.
     if norm is not None:
         x, x_lo = rmsnorm(x, norm)

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
-    check, dependent_launch_args, dot, dot_f32, last_to_arrive, next_pow2, on_gpu, split_bf16, store_split,
+    cdiv, check, dependent_launch_args, dot, dot_f32, last_to_arrive, next_pow2, on_gpu, split_bf16, store_split,
     wait_for_inputs,
 )
 from tritonllm.kernels.linear import linear
@@ -384,7 +384,7 @@ def topk_softmax(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     ids = torch.empty(T, k, dtype=torch.int32, device=logits.device)
     gates = torch.empty(T, k, dtype=torch.float32, device=logits.device)
     BT = 16 if on_gpu(logits) else 256
-    topk_softmax_kernel[(triton.cdiv(T, BT),)](
+    topk_softmax_kernel[(cdiv(T, BT),)](
         logits, ids, gates, T, E, K=k, BT=BT, BE=next_pow2(E), BK=next_pow2(k), num_warps=4,
     )
     return ids, gates
@@ -418,15 +418,15 @@ def moe_align(ids: torch.Tensor, num_experts: int, plan: TilePlan) -> ExpertGrou
     tokens, 398 for 120b."""
     R, E, big = ids.numel(), num_experts, plan.big
     check(plan.max_tail < big and (plan.max_tail == 0 or plan.tail <= big), f"moe_align: bad tile plan {plan}")
-    n_big = triton.cdiv(R, big) + min(E, R)  # each expert pads fewer than `big` rows
-    n_tail = min(E, R) * triton.cdiv(plan.max_tail, plan.tail)
+    n_big = cdiv(R, big) + min(E, R)  # each expert pads fewer than `big` rows
+    n_tail = min(E, R) * cdiv(plan.max_tail, plan.tail)
     BE, BR = next_pow2(E), 128
-    hist = torch.empty(triton.cdiv(R, BR), BE, dtype=torch.int32, device=ids.device)
+    hist = torch.empty(cdiv(R, BR), BE, dtype=torch.int32, device=ids.device)
     sorted_pairs = torch.empty(n_big * big, dtype=torch.int32, device=ids.device)
     big_tiles = torch.empty(n_big, 2, dtype=torch.int32, device=ids.device)
     tail_tiles = torch.empty(max(n_tail, 1), 2, dtype=torch.int32, device=ids.device)
     moe_histogram_kernel[(hist.shape[0],)](ids, hist, R, BE=BE, BR=BR, num_warps=4)
-    moe_align_kernel[(triton.cdiv(sorted_pairs.numel(), BR),)](
+    moe_align_kernel[(cdiv(sorted_pairs.numel(), BR),)](
         ids, hist, sorted_pairs, big_tiles, tail_tiles, R, sorted_pairs.numel(), n_big, n_tail, E,
         BE=BE, BR=BR, BIG=big, TAIL=plan.tail, MAX_TAIL=plan.max_tail, num_warps=4,
     )
@@ -499,7 +499,7 @@ def moe_route(x, router, k: int, norm: Norm | None,
     h = x if norm is None else torch.empty_like(x)
     BLOCK_K, BE = next_pow2(H), next_pow2(E)
     chunk = min(BLOCK_K, 256 if on_gpu(x) else 32)  # the interpreter: small chunks, so tests cover several
-    chunks = triton.cdiv(H, chunk)
+    chunks = cdiv(H, chunk)
     parts = torch.empty(T, chunks, BE, dtype=torch.float32, device=x.device)
     moe_route_kernel[(T, chunks)](
         x, x if norm is None else norm.scale, weight, bias, parts, arrivals[GEMV_MAX_PAIRS * H:], ids, gates, h, E, H,
@@ -533,7 +533,7 @@ def moe_gemv_swiglu(x, ids, w1, limit: float, tile: dict | None = None) -> torch
     out = torch.empty(R, N // 2, dtype=torch.float32, device=x.device)
     arch = arch_of(x)
     tile = tile or _gemv_tile("moe_gemv", N, arch)
-    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), R)](
+    moe_gemv_kernel[(cdiv(N, tile["BN"]), R)](
         x, ids, ids, _as_words(blocks), scales, bias, out, out, ids, N, K, ids.shape[1], limit, SWIGLU=True,
         **tile, **dependent_launch_args(arch),
     )
@@ -568,7 +568,7 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torc
     arch = arch_of(act)
     tile = tile or _gemv_tile("moe_gemv_combine", N, arch)
     parts = torch.empty(T * k, N, dtype=torch.float32, device=act.device)
-    moe_gemv_kernel[(triton.cdiv(N, tile["BN"]), T * k)](
+    moe_gemv_kernel[(cdiv(N, tile["BN"]), T * k)](
         act, ids, gates, _as_words(blocks), scales, bias, residual, parts, arrivals, N, K, k, 0.0, SWIGLU=False,
         **tile, **dependent_launch_args(arch),
     )
@@ -588,7 +588,7 @@ def moe_mlp1(x, groups: ExpertGroups, blocks, scales, bias, topk: int, limit: fl
     act_lo = torch.empty_like(act_hi)
     tile = tile or mm_config(two_i, H, arch_of(x_hi))
     for bm, tiles in groups.tiles:
-        moe_mlp1_kernel[(tiles.shape[0], triton.cdiv(two_i, tile["BN"]))](
+        moe_mlp1_kernel[(tiles.shape[0], cdiv(two_i, tile["BN"]))](
             x_hi, x_lo, groups.sorted_pairs, tiles, blocks, scales, bias, act_hi, act_lo, H, I, topk, limit,
             BM=bm, F32=dot_f32(x_hi), **tile,
         )
@@ -605,7 +605,7 @@ def moe_mlp2(act, groups: ExpertGroups, gates, blocks, scales, bias, tile: dict 
     y = torch.empty(R, H, dtype=torch.float32, device=act_hi.device)
     tile = tile or mm_config(H, I, arch_of(act_hi))
     for bm, tiles in groups.tiles:
-        moe_mlp2_kernel[(tiles.shape[0], triton.cdiv(H, tile["BN"]))](
+        moe_mlp2_kernel[(tiles.shape[0], cdiv(H, tile["BN"]))](
             act_hi, act_lo, groups.sorted_pairs, tiles, gates, blocks, scales, bias, y, H, I,
             BM=bm, F32=dot_f32(act_hi), **tile,
         )
@@ -617,7 +617,7 @@ def moe_combine(y: torch.Tensor, x: torch.Tensor, topk: int) -> torch.Tensor:
     T, H = x.shape
     check(y.shape == (T * topk, H) and x.is_contiguous(), "moe_combine: bad shapes")
     BLOCK = 1024
-    moe_combine_kernel[(T, triton.cdiv(H, BLOCK))](y, x, H, TOPK=topk, BLOCK=BLOCK)
+    moe_combine_kernel[(T, cdiv(H, BLOCK))](y, x, H, TOPK=topk, BLOCK=BLOCK)
     return x
 
 

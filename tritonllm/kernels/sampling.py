@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonllm.kernels.common import LOG2E, check, last_to_arrive, on_gpu
+from tritonllm.kernels.common import LOG2E, cdiv, check, last_to_arrive, next_pow2, on_gpu
 from tritonllm.runtime.kernel import kernel
 
 DIGIT_BITS = tl.constexpr(5)  # bits of tau fixed per top-p pass,
@@ -193,13 +193,13 @@ class SampleScratch:
 
     def __init__(self, vocab_size: int, device, block: int | None = None):
         gpu = on_gpu(torch.empty(0, device=device))
-        whole = triton.next_power_of_2(vocab_size)
+        whole = next_pow2(vocab_size)
         self.block = block or min(4096 if gpu else 1 << 16, whole)
         self.level_block = block or min(1024 if gpu else 1 << 16, whole)
         self.chunk = min(256 if gpu else 1 << 14, self.level_block)  # [chunk, 32] sums at a time
-        self.programs = triton.cdiv(vocab_size, self.block)
-        self.level_programs = triton.cdiv(vocab_size, self.level_block)
-        slots = triton.next_power_of_2(max(self.programs, self.level_programs))
+        self.programs = cdiv(vocab_size, self.block)
+        self.level_programs = cdiv(vocab_size, self.level_block)
+        slots = next_pow2(max(self.programs, self.level_programs))
         self.best_v = torch.empty(slots, dtype=torch.float32, device=device)
         self.best_i = torch.empty(slots, dtype=torch.int32, device=device)
         self.mass = torch.empty(slots, DIGITS.value, dtype=torch.float32, device=device)
@@ -220,7 +220,7 @@ def sample(
     check(pos is None or (pos.shape == (1,) and pos.dtype == torch.int32), "sample: pos must be int32 [1]")
     V = logits.numel()
     s = scratch or SampleScratch(V, logits.device)
-    check(s.programs == triton.cdiv(V, s.block), f"sample: scratch made for another vocabulary than {V}")
+    check(s.programs == cdiv(V, s.block), f"sample: scratch made for another vocabulary than {V}")
     if out is None:
         out = torch.empty(1, dtype=torch.int32, device=logits.device)
     pos_arg = out if pos is None else pos  # any pointer: the kernels touch it only with ADVANCE_POS
