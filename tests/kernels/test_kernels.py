@@ -163,3 +163,12 @@ def test_ring_cache_misuse_is_refused():
     q, k = torch.randn(2, 16, 16), torch.randn(2, 2, 16)
     with pytest.raises(ValueError, match="a cache of 8 rows lost positions before 20"):
         attention_prefill(q, ring, ring, k, k, torch.zeros(16), 20, 0.25, window=16)
+
+
+def test_launch_arithmetic_matches_tritons():
+    import triton
+
+    from tritonllm.kernels.common import cdiv, next_pow2
+
+    assert [next_pow2(n) for n in range(1, 300)] == [triton.next_power_of_2(n) for n in range(1, 300)]
+    assert all(cdiv(a, b) == triton.cdiv(a, b) for a in range(0, 100) for b in range(1, 20))
