@@ -34,8 +34,8 @@ from tritonllm.kernels.common import LOG2E, cdiv, check, last_to_arrive, next_po
 from tritonllm.runtime.kernel import kernel
 
 DIGIT_BITS = tl.constexpr(5)  # bits of tau fixed per top-p pass,
-DIGITS = tl.constexpr(32)  # so 32 candidates summed per logit
-TOP_P_SHIFTS = (25, 20, 15, 10, 5, 0)  # the passes' lowest bits: bits 29..0 of tau
+DIGITS = tl.constexpr(1 << DIGIT_BITS.value)  # so 32 candidates summed per logit
+TOP_P_SHIFTS = tuple(range(30 - DIGIT_BITS.value, -1, -DIGIT_BITS.value))  # each pass's lowest bit: 29..0 in 6
 
 
 @triton.jit
