@@ -265,14 +265,15 @@ def _split8(xs, BKW: tl.constexpr):
 def moe_route_kernel(
     x_ptr, norm_ptr, w_ptr, b_ptr, part_ptr, count_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
     TOPK: tl.constexpr, BE: tl.constexpr, BTOPK: tl.constexpr, NORM: tl.constexpr, BLOCK_K: tl.constexpr,
-    CHUNK: tl.constexpr, PDL: tl.constexpr,
+    CHUNK: tl.constexpr, BC: tl.constexpr, PDL: tl.constexpr,
 ):
     """Decode's router and routing, grid (tokens, chunks of CHUNK inputs): program (t, c) writes
     chunk c of the expert input h = RMSNorm(x) (x itself without NORM) and its part of the
     router logits, W[:, chunk] @ h[chunk], into part[t, c]; then it counts itself in count[t],
-    and the last of the token's programs to arrive adds the parts in chunk order (so the sum
-    does not depend on who came last) and the bias, picks the top TOPK experts and their
-    softmax weights, and sets the count back to 0 for the next call."""
+    and the last of the token's programs to arrive adds the parts (all loaded at once, BC >=
+    chunks, summed in a fixed order, so the sum does not depend on who came last) and the
+    bias, picks the top TOPK experts and their softmax weights, and sets the count back to 0
+    for the next call."""
     wait_for_inputs(PDL)
     t, c = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cols = c * CHUNK + tl.arange(0, CHUNK)
@@ -288,9 +289,9 @@ def moe_route_kernel(
     parts = part_ptr + t * tl.num_programs(1) * BE + e
     tl.store(parts + c * BE, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
     if last_to_arrive(count_ptr + t, tl.num_programs(1)):
-        logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32)
-        for j in range(tl.num_programs(1)):
-            logits += tl.load(parts + j * BE, cache_modifier=".cg")
+        j = tl.arange(0, BC)[:, None]
+        part = tl.load(parts + j * BE, mask=j < tl.num_programs(1), other=0.0, cache_modifier=".cg")  # [BC, BE]
+        logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32) + tl.sum(part, axis=0)
         top_i, gate = _topk_softmax(logits[None, :], e, E, TOPK, BTOPK)
         kk = tl.arange(0, BTOPK)[None, :]
         tl.store(ids_ptr + t * TOPK + kk, top_i, mask=kk < TOPK)
@@ -302,7 +303,7 @@ def moe_route_kernel(
 def moe_gemv_kernel(
     x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr, part_ptr, arrivals_ptr,
     N, K, TOPK, limit,
-    SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr, PDL: tl.constexpr,
+    SWIGLU: tl.constexpr, BN: tl.constexpr, BKW: tl.constexpr, BTOPK: tl.constexpr, PDL: tl.constexpr,
 ):
     """Expert matrix-vector products over N weight rows of K values; grid (row blocks of BN
     rows, pairs).
@@ -310,9 +311,9 @@ def moe_gemv_kernel(
     SWIGLU (mlp1): out[pair] = SwiGLU(W[e] @ x[pair // TOPK] + b[e]) (rows 2j, 2j+1 -> output j).
     Else (mlp2): part[pair] = gate * (W[e] @ x[pair] + b[e]); then the program counts itself
     in `arrivals` (one count per token and row block), and the last of the token's TOPK
-    programs to arrive adds their parts, in expert order (so the sum does not depend on who
-    came last), into out[t], the residual stream, and sets the count back to 0 for the next
-    call. One program per pair, not per token, gives mlp2 as many programs as mlp1.
+    programs to arrive adds their parts (loaded at once, BTOPK >= TOPK, summed in a fixed order,
+    so the sum does not depend on who came last) into out[t], the residual stream, and sets the
+    count back to 0 for the next call. One program per pair, not per token, gives mlp2 as many programs as mlp1.
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
     low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use. The expert ids
@@ -359,9 +360,10 @@ def moe_gemv_kernel(
         t = pair // TOPK
         count = arrivals_ptr + t * tl.num_programs(0) + pid_n
         if last_to_arrive(count, TOPK):
-            total = tl.load(out_ptr + t * N + rows, mask=r_ok, other=0.0)
-            for j in range(TOPK):
-                total += tl.load(part_ptr + (t * TOPK + j) * N + rows, mask=r_ok, other=0.0, cache_modifier=".cg")
+            j = tl.arange(0, BTOPK)[:, None]
+            parts = tl.load(part_ptr + (t * TOPK + j) * N + rows[None, :], mask=(j < TOPK) & r_ok[None, :], other=0.0,
+                            cache_modifier=".cg")  # [BTOPK, BN]
+            total = tl.load(out_ptr + t * N + rows, mask=r_ok, other=0.0) + tl.sum(parts, axis=0)
             tl.store(out_ptr + t * N + rows, total, mask=r_ok)
             tl.store(count, 0)
 
@@ -504,7 +506,8 @@ def moe_route(x, router, k: int, norm: Norm | None,
     moe_route_kernel[(T, chunks)](
         x, x if norm is None else norm.scale, weight, bias, parts, arrivals[GEMV_MAX_PAIRS * H:], ids, gates, h, E, H,
         0.0 if norm is None else norm.eps,
-        TOPK=k, BE=BE, BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, num_warps=4,
+        TOPK=k, BE=BE, BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, BC=next_pow2(chunks),
+        num_warps=4,
         **dependent_launch_args(arch_of(x)),
     )
     return ids, gates, h
@@ -535,7 +538,7 @@ def moe_gemv_swiglu(x, ids, w1, limit: float, tile: dict | None = None) -> torch
     tile = tile or _gemv_tile("moe_gemv", N, arch)
     moe_gemv_kernel[(cdiv(N, tile["BN"]), R)](
         x, ids, ids, _as_words(blocks), scales, bias, out, out, ids, N, K, ids.shape[1], limit, SWIGLU=True,
-        **tile, **dependent_launch_args(arch),
+        BTOPK=next_pow2(ids.shape[1]), **tile, **dependent_launch_args(arch),
     )
     return out
 
@@ -570,7 +573,7 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torc
     parts = torch.empty(T * k, N, dtype=torch.float32, device=act.device)
     moe_gemv_kernel[(cdiv(N, tile["BN"]), T * k)](
         act, ids, gates, _as_words(blocks), scales, bias, residual, parts, arrivals, N, K, k, 0.0, SWIGLU=False,
-        **tile, **dependent_launch_args(arch),
+        BTOPK=next_pow2(k), **tile, **dependent_launch_args(arch),
     )
     return residual
 
