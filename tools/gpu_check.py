@@ -5,7 +5,8 @@ the whole 20b-shaped (or 120b-shaped) synthetic model against the float32 refere
 
 Reports the relative error of the logits, top-1 agreement where the reference's top-2
 margin exceeds 0.05, and 128 greedy tokens (checked against the teacher-forced argmax
-chain, which exercises the KV-cached decode path at full size).
+chain, which exercises the KV-cached decode path at full size); then 64 top-p tokens (same
+seed, same tokens; each in the nucleus of the teacher-forced logits) and greedy again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tritonllm import LLM  # noqa: E402
+from tritonllm.kernels.sampling import top_p_support  # noqa: E402
 from tritonllm.model.reference import reference_logits  # noqa: E402
 from tools.kernel_checks import run_kernel_checks  # noqa: E402
 
@@ -78,10 +80,26 @@ def model_check(size: str, n_tokens: int, n_generate: int, seed: int) -> dict:
             "greedy_equals_argmax_chain": first_diff is None,
             "first_divergence": first_diff,
             "decode_tok_s_unoptimized": round(len(generated) / decode_s, 1),
-            "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30,
         }
     )
+    result.update(_top_p_generation(llm, prompt))
+    result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return result
+
+
+def _top_p_generation(llm, prompt: list[int], n: int = 64, top_p: float = 0.9) -> dict:
+    """Top-p decoding through its own CUDA graph: the same seed draws the same tokens, each token
+    lies in the nucleus of the teacher-forced logits at its position (a token at the boundary may
+    fall either side of it: prefill and decode sum in different orders), and a greedy generation
+    after it (the other graph) still equals the argmax chain."""
+    sampled = list(llm.generate(prompt, n, temperature=1.0, top_p=top_p, seed=3))
+    again = list(llm.generate(prompt, n, temperature=1.0, top_p=top_p, seed=3))
+    logits = llm.logits(prompt + sampled)[len(prompt) - 1 : -1]
+    inside = [bool(top_p_support(row, 1.0, top_p)[t]) for row, t in zip(logits, sampled)]
+    greedy = list(llm.generate(prompt, 16, temperature=0))
+    chain = llm.logits(prompt + greedy)[len(prompt) - 1 : -1].argmax(-1).tolist()
+    return {"top_p_same_seed_same_tokens": sampled == again, "top_p_tokens_in_nucleus": sum(inside) / len(inside),
+            "top_p_distinct_tokens": len(set(sampled)), "greedy_after_top_p_equals_argmax_chain": greedy == chain}
 
 
 def main() -> None:
