@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from tritonllm.kernels.attention import attention_decode, attention_prefill, attention_reference
+from tritonllm.kernels.common import LOG2E
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
 from tritonllm.kernels.moe import moe_arrivals, moe_experts, swiglu_reference, topk_softmax
@@ -240,7 +241,7 @@ def check_top_p(device, V=300, temperature=1.0, top_p=0.9, block=None) -> dict:
                    scratch=scratch)
     # p as the kernels compute it, up to the last bits of exp2 (GPUs' is approximate), so the token
     # at the threshold (p = tau exactly) is given a few units of the last place.
-    p = torch.exp2((logits - logits.max()) / temperature * 1.4426950408889634)
+    p = torch.exp2((logits - logits.max()) / temperature * LOG2E.value)
     kept = p >= scratch.tau.view(torch.float32) * (1 - 2**-20)
     ref = top_p_support(logits, temperature, top_p)
     err = (p.double() * (kept != ref)).sum() / p.double().sum()

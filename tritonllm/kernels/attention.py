@@ -231,9 +231,8 @@ def attention_prefill(
     else:
         BT, BN = max(1, 128 // G), 128
     tiles = cdiv(T, BT)
-    n_splits = 1 if window else prefill_key_splits(tiles * KVH, pos0, BN, 4 if gpu else 1)
-    split_keys = cdiv(cdiv(pos0, n_splits), BN) * BN if n_splits > 1 else max(pos0, 1)
-    n_splits = cdiv(pos0, split_keys) if n_splits > 1 else 1
+    # A ring's keys are few; a full layer's may be split.
+    n_splits, split_keys = (1, max(pos0, 1)) if window else prefill_key_splits(tiles * KVH, pos0, BN, 4 if gpu else 1)
     parts = DecodeScratch.allocate_rows(n_splits, T * NH, D, q.device) if n_splits > 1 else None
     m, l, acc = (parts.m, parts.l, parts.acc) if parts else (sinks, sinks, sinks)  # unused; float32, as they are
     attention_prefill_kernel[(tiles, KVH, n_splits)](
@@ -245,12 +244,16 @@ def attention_prefill(
     return (out, out_lo) if split else out
 
 
-def prefill_key_splits(programs: int, keys: int, block: int, min_blocks: int) -> int:
-    """Splits of a full layer's cached keys over programs, for a short chunk after a long
-    cache (a chat's next turn): 90 tokens after 4,000 ran 48 programs of 4,000 keys each, 0.26
-    ms per layer (H100). Splits until ~256 programs (two waves of 132 SMs), each split at
-    least `min_blocks` key blocks; a long chunk fills the GPU without."""
-    return max(1, min(cdiv(256, programs), cdiv(keys, min_blocks * block)))
+def prefill_key_splits(programs: int, keys: int, block: int, min_blocks: int) -> tuple[int, int]:
+    """(splits, keys per split in whole blocks) of a full layer's cached keys, for a short chunk
+    after a long cache (a chat's next turn): 90 tokens after 4,000 ran 48 programs of 4,000 keys
+    each, 0.26 ms per layer (H100). Splits until ~256 programs (two waves of 132 SMs), each split
+    at least `min_blocks` key blocks; a long chunk fills the GPU without."""
+    wanted = max(1, min(cdiv(256, programs), cdiv(keys, min_blocks * block)))
+    if wanted == 1:
+        return 1, max(keys, 1)
+    split_keys = cdiv(cdiv(keys, wanted), block) * block
+    return cdiv(keys, split_keys), split_keys
 
 
 @dataclass

@@ -313,7 +313,8 @@ def moe_gemv_kernel(
     in `arrivals` (one count per token and row block), and the last of the token's TOPK
     programs to arrive adds their parts (loaded at once, BTOPK >= TOPK, summed in a fixed order,
     so the sum does not depend on who came last) into out[t], the residual stream, and sets the
-    count back to 0 for the next call. One program per pair, not per token, gives mlp2 as many programs as mlp1.
+    count back to 0 for the next call. One program per pair, not per token, gives mlp2 as many
+    programs as mlp1.
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
     low nibble and 2b+1 in its high nibble. Loads run one chunk ahead of use. The expert ids
@@ -507,8 +508,7 @@ def moe_route(x, router, k: int, norm: Norm | None,
         x, x if norm is None else norm.scale, weight, bias, parts, arrivals[GEMV_MAX_PAIRS * H:], ids, gates, h, E, H,
         0.0 if norm is None else norm.eps,
         TOPK=k, BE=BE, BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, BC=next_pow2(chunks),
-        num_warps=4,
-        **dependent_launch_args(arch_of(x)),
+        num_warps=4, **dependent_launch_args(arch_of(x)),
     )
     return ids, gates, h
 
