@@ -18,7 +18,7 @@ import torch
 import triton
 
 from tritonllm.kernels.linear import linear_gemv_kernel
-from tritonllm.kernels.moe import moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
+from tritonllm.kernels.moe import gemv_input, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.kernels.rope import qkv_rope_decode
 from tritonllm.kernels.tuning import TUNING_FILE
@@ -117,7 +117,7 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
     through the launchers (a program per row block and pair)."""
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     N, K = (2 * I, H) if swiglu else (H, I)
-    case = {"sets": SETS, "x": torch.randn(1 if swiglu else k, K, device="cuda"),
+    case = {"sets": SETS, "x": gemv_input(torch.randn(1 if swiglu else k, K, device="cuda")),
             "ids": [torch.randperm(E, device="cuda")[:k].int().view(1, k) for _ in range(SETS)],
             "gates": torch.rand(1, k, device="cuda"), "residual": torch.zeros(1, N, device="cuda"),
             "arrivals": moe_arrivals(N, "cuda"),
@@ -131,10 +131,9 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
         return lambda: moe_gemv_combine(c["x"], c["ids"][s], c["gates"], c["w"][s], c["residual"], c["arrivals"],
                                         tile=tile)
 
-    candidates = [{"BN": bn, "BKW": bkw, "num_warps": w}
-                  for bn, bkw, w in itertools.product((4, 8, 16, 32), (32, 64, 128), WARPS)]
+    candidates = [{"TILES": t, "WARPS_K": w} for t, w in itertools.product((1, 2, 4), (1, 2, 4, 8)) if t * w <= 16]
     rows = _sweep(candidates, [case], launch)
-    return _pick(rows, ("BN", "BKW", "num_warps")), rows
+    return _pick(rows, ("TILES", "WARPS_K")), rows
 
 
 def tune(kernels: tuple[str, ...] = ()) -> dict:

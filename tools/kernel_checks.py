@@ -13,7 +13,9 @@ from tritonllm.kernels.attention import attention_decode, attention_prefill, att
 from tritonllm.kernels.common import LOG2E
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
-from tritonllm.kernels.moe import moe_arrivals, moe_experts, swiglu_reference, topk_softmax
+from tritonllm.kernels.moe import (
+    GEMV_MAX_PAIRS, gemv_input, moe_arrivals, moe_experts, moe_gemv_combine, swiglu_reference, topk_softmax,
+)
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
 from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample, top_p_support
@@ -21,6 +23,7 @@ from tritonllm.model.reference import dequantize_mxfp4
 
 BF16_OUT = 1e-2  # outputs rounded to bf16 (relative rounding 2^-9, plus bf16 intermediates)
 F32_OUT = 1e-4  # float32 activations and outputs: split-bf16 products carry ~2^-16 relative error
+GEMV_F32 = 1e-6  # the decode expert GEMV: float32 inputs as three bf16 planes (24 bits)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -229,7 +232,24 @@ def check_moe(device, T=9, E=8, K=4, H=96, I=64, limit=7.0, scale_codes=(118, 12
     out = torch.cat([moe_experts(x, router, K, w1, w2, limit, residual=residual.clone(), norm=n, arrivals=arrivals)
                      for _ in range(2)])
     ref = residual.double() + moe_reference(h, ids, gates, w1, w2, limit).view(T, K, H).double().sum(1)
-    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, torch.cat([ref, ref]), F32_OUT)
+    # The GEMV path keeps float32's precision end to end (its input in three bf16 planes): a
+    # tighter bound, which a lost plane would break.
+    bound = GEMV_F32 if T * K <= GEMV_MAX_PAIRS else F32_OUT
+    return _result("moe", {"T": T, "E": E, "K": K, "H": H, "I": I, "norm": norm}, out, torch.cat([ref, ref]), bound)
+
+
+def check_moe_gemv_planes(device, E=4, N=32, K=96, k=2) -> dict:
+    """The decode GEMV keeps float32 inputs: 1 + 2^-9 + 2^-18, whose bf16 hi + lo carry 1 + 2^-9
+    and only the third plane the 2^-18, times weights all 1.0, so the products add up coherently
+    and a lost plane shows as a 2^-18 (3.8e-6) relative error."""
+    x = torch.full((k, K), 1 + 2**-9 + 2**-18, device=device)
+    w2 = (torch.full((E, N, K // 32, 16), 0x22, dtype=torch.uint8, device=device),  # FP4 1.0 in both nibbles
+          torch.full((E, N, K // 32), 127, dtype=torch.uint8, device=device),
+          torch.zeros(E, N, dtype=torch.bfloat16, device=device))
+    ids = torch.tensor([[1, 3]], dtype=torch.int32, device=device)
+    out = moe_gemv_combine(gemv_input(x), ids, torch.ones(1, k, device=device), w2, torch.zeros(1, N, device=device))
+    ref = torch.full((1, N), k * K * (1 + 2**-9 + 2**-18), dtype=torch.float64, device=device)
+    return _result("moe_gemv_planes", {"E": E, "N": N, "K": K}, out, ref, 2**-22)
 
 
 def check_top_p(device, V=300, temperature=1.0, top_p=0.9, block=None) -> dict:
@@ -261,7 +281,8 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
             check_attention_prefill(device, T=50, pos0=20, window=8),
             check_attention_decode(device), check_attention_decode(device, window=0),
             check_attention_decode(device, pos=4000, window=8), check_topk_softmax(device),
-            check_moe(device), check_moe(device, T=1, norm=True), check_moe(device, norm=True), check_top_p(device),
+            check_moe(device), check_moe(device, T=1, norm=True), check_moe(device, norm=True), check_moe_gemv_planes(device),
+            check_top_p(device),
         ]
     return [
         check_embedding(device, V=201088, H=2880, T=64),
@@ -291,6 +312,8 @@ def run_kernel_checks(device, large: bool) -> list[dict]:
         check_moe(device, T=1, E=32, K=4, H=2880, I=2880, norm=True),
         check_moe(device, T=512, E=32, K=4, H=2880, I=2880, norm=True),
         check_moe(device, T=3, E=32, K=4, H=2880, I=2880),
+        check_moe(device, T=1, E=4, K=2, H=288, I=160, scale_codes=(27, 161)),  # the GEMV's exact range of scales
+        check_moe_gemv_planes(device),  # small K: a long one adds the tensor cores' own accumulation error
         check_moe(device, T=1024, E=128, K=4, H=2880, I=2880),
         check_moe(device, T=600, E=4, K=2, H=256, I=128),
         check_top_p(device, V=201088, top_p=0.9),

@@ -62,6 +62,8 @@ CASES = [
     ("moe_one_token_gemv_fused_norm", kc.check_moe, {"T": 1, "E": 32, "K": 4, "H": 64, "I": 32, "norm": True}),
     ("moe_grouped_norm", kc.check_moe, {"T": 9, "norm": True}),
     ("moe_two_tokens_gemv", kc.check_moe, {"T": 2, "E": 8, "K": 4, "H": 96, "I": 64}),
+    ("moe_gemv_several_steps", kc.check_moe, {"T": 1, "E": 4, "K": 2, "H": 288, "I": 160}),  # 9 and 5 blocks
+    ("moe_gemv_float32_input", kc.check_moe_gemv_planes, {}),
     ("moe_big_tiles", kc.check_moe, {"T": 140, "E": 2, "K": 1, "H": 64, "I": 32}),
     ("moe_ragged_hidden", kc.check_moe, {"T": 20, "E": 6, "K": 2, "H": 160, "I": 96}),
     ("moe_big_and_tail_tiles", kc.check_moe, {"T": 300, "E": 2, "K": 1, "H": 64, "I": 32}),
@@ -154,6 +156,26 @@ def test_moe_rejects_a_router_of_the_wrong_shape():
     router = (torch.randn(4, 64).bfloat16(), torch.randn(4).bfloat16())  # 4 experts' router, 8 experts
     with pytest.raises(ValueError, match=r"the router must be \[8, 64\] and \[8\]"):
         moe_experts(x, router, 2, w1, w2, 7.0, residual=x.clone())
+
+
+def test_route_writes_the_expert_input_in_the_gemv_layout():
+    """moe_route's expert input (what the GEMVs read) is laid out as gemv_input's: three planes
+    carrying x * 2^32 to float32's precision, values in the weight words' nibble-pair order.
+    (The interpreter rounds to bf16 toward zero, GPUs to nearest: the planes may differ, their
+    sum may not.)"""
+    from tritonllm.kernels.moe import gemv_input, moe_arrivals, moe_route
+
+    def values(h):  # planes summed, back in value order
+        return h.view(2, 3, 12, 4, 2).transpose(3, 4).reshape(2, 3, 96).double().sum(1) * 2.0**-32
+
+    x = torch.randn(2, 96)
+    _, _, h = moe_route(x, kc.random_router(CPU, 8, 96), 2, None, moe_arrivals(96, CPU))
+    for layout in (h, gemv_input(x)):
+        assert torch.allclose(values(layout), x.double(), rtol=2**-22, atol=0)
+    with pytest.raises(ValueError, match=r"act must be bf16 \[2, 96\] \(gemv_input\)"):
+        from tritonllm.kernels.moe import moe_gemv_combine
+        moe_gemv_combine(x, torch.zeros(1, 2, dtype=torch.int32), torch.ones(1, 2), kc.random_experts(CPU, 8, 96, 32),
+                         torch.zeros(1, 96))
 
 
 def test_ring_cache_misuse_is_refused():

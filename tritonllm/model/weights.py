@@ -197,11 +197,12 @@ def device_dtype(target: str) -> torch.dtype:
     return (_LAYER_FIELDS.get(key) or _GLOBAL_FIELDS[key])[1]
 
 
-MAX_SCALE_CODE = 240  # E8M0 2^113: the expert kernels fold a 2^14 into the scale's exponent
+MAX_SCALE_CODE = 160  # E8M0 2^33: the decode GEMV's bf16 block factor (kernels.mxfp4.GEMV_SHIFT)
 
 
 def _check_scales(scales: torch.Tensor, name: str) -> None:
-    """MXFP4 scales past 2^113 are no real weight (and would overflow the kernels' folded scale)."""
+    """MXFP4 scales past 2^33 (weights of 2^35) are no real weight, and would overflow the
+    kernels' folded scale factors."""
     if scales.device.type != "meta" and scales.numel() and int(scales.max()) > MAX_SCALE_CODE:
         raise CheckpointError(
             f"{name}: MXFP4 scale exponent {int(scales.max()) - 127} is out of range (at most "
