@@ -26,6 +26,17 @@ def last_to_arrive(count_ptr, programs):
 
 
 @triton.jit
+def prefetch_l2(ptrs, mask):
+    """Ask L2 for the lines at ptrs (where mask); holds no register and does not wait. GPU only
+    (PTX): dependent kernels call it under `if PDL:` for their first step's weights before
+    `wait_for_inputs`, so those bytes arrive under the previous kernel's tail."""
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }", "=r,l,r",
+        [ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
+    )
+
+
+@triton.jit
 def dot(a, b, acc, F32: tl.constexpr):
     """acc + a @ b at float32 accuracy on bf16 tensor cores.
 

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from tritonllm.kernels import tuning
 from tritonllm.kernels.common import (
-    cdiv, check, dependent_launch_args, dot, dot_f32, next_pow2, split_bf16, wait_for_inputs,
+    cdiv, check, dependent_launch_args, dot, dot_f32, next_pow2, prefetch_l2, split_bf16, wait_for_inputs,
 )
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
@@ -77,18 +77,29 @@ def gemv_rows(x_ptr, w_ptr, norm_ptr, rows, r_ok, K, eps, NORM: tl.constexpr, BK
     return out
 
 
+@triton.jit
+def prefetch_first_chunk(w_ptr, rows, r_ok, K, BK: tl.constexpr):
+    """L2 prefetch of the first BK values of weight rows [BN] of w [*, K] bf16 (one per 128-byte
+    line): what `gemv_rows` loads first. Only the first chunk: prefetching a program's whole
+    rows before the wait competed with the previous kernel's tail (H100: 1% slower, note 39)."""
+    c = tl.arange(0, BK // 64) * 64
+    prefetch_l2(w_ptr + rows[:, None].to(tl.int64) * K + c[None, :], r_ok[:, None] & (c < K)[None, :])
+
+
 @kernel
 def linear_gemv_kernel(
     x_ptr, w_ptr, bias_ptr, res_ptr, norm_ptr, out_ptr, N, K, eps,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    """One activation row (decode), BN weight rows per program (see `gemv_rows`). (PDL: see
-    `wait_for_inputs`. Loading the first weight chunk before the wait and the rest one step
-    ahead was measured slower on the H100: 0.99 -> 1.05 ms per decode step.)"""
-    wait_for_inputs(PDL)
+    """One activation row (decode), BN weight rows per program (see `gemv_rows`). PDL (see
+    `wait_for_inputs`): the first chunk's weights are prefetched into L2 before the wait. (Loading
+    that chunk into registers and the rest one step ahead was slower: 0.99 -> 1.05 ms per step.)"""
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     n_ok = rn < N
+    if PDL:
+        prefetch_first_chunk(w_ptr, rn, n_ok, K, BK)
+    wait_for_inputs(PDL)
     out = gemv_rows(x_ptr, w_ptr, norm_ptr, rn, n_ok, K, eps, NORM, BK)
     if HAS_BIAS:
         out += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
