@@ -20,7 +20,7 @@ import triton.language as tl
 
 from tritonllm.kernels import tuning
 from tritonllm.kernels.common import check, dependent_launch_args, next_pow2, wait_for_inputs
-from tritonllm.kernels.linear import gemv_rows, gemv_tile, prefetch_first_chunk
+from tritonllm.kernels.linear import gemv_rows, gemv_tile, prefetch_first_chunks
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.runtime.kernel import kernel
 from tritonllm.runtime.target import CPU, arch_of
@@ -118,8 +118,8 @@ def qkv_rope_decode_kernel(
     i = i0 + tl.arange(0, HB)  # positions in the first half
     j = tl.arange(0, BN)
     rows = head * D + (j % 2) * (D // 2) + i0 + j // 2  # i and i + D/2, interleaved
-    if PDL:  # the first chunk's weights into L2 while the previous kernel finishes
-        prefetch_first_chunk(w_ptr, rows, rows < (NH + 2 * KVH) * D, K, BK)
+    if PDL:  # the first chunks' weights into L2 while the previous kernel finishes
+        prefetch_first_chunks(w_ptr, rows, rows < (NH + 2 * KVH) * D, K, BK)
     wait_for_inputs(PDL)
     out = gemv_rows(x_ptr, w_ptr, norm_ptr, rows, rows < (NH + 2 * KVH) * D, K, eps, True, BK)
     out += tl.load(bias_ptr + rows).to(tl.float32)
