@@ -18,7 +18,7 @@ import torch
 import triton
 
 from tritonllm.kernels.linear import linear_gemv_kernel
-from tritonllm.kernels.moe import gemv_input, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
+from tritonllm.kernels.moe_gemv import gemv_input, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.kernels.rope import qkv_rope_decode
 from tritonllm.kernels.tuning import TUNING_FILE

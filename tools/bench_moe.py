@@ -19,9 +19,9 @@ from triton.testing import do_bench
 from tools.kernel_checks import moe_reference, random_experts, random_router, rel_err, routing_reference
 from tritonllm.kernels.linear import linear_reference
 from tritonllm.kernels.moe import (
-    TilePlan, gemv_input, mm_config, moe_align, moe_combine, moe_experts, moe_gemv_combine, moe_gemv_swiglu, moe_mlp1, moe_mlp2,
-    split_bf16, tile_plan,
+    TilePlan, mm_config, moe_align, moe_combine, moe_experts, moe_mlp1, moe_mlp2, split_bf16, tile_plan,
 )
+from tritonllm.kernels.moe_gemv import gemv_input, moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 

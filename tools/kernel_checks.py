@@ -13,9 +13,8 @@ from tritonllm.kernels.attention import attention_decode, attention_prefill, att
 from tritonllm.kernels.common import LOG2E
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
-from tritonllm.kernels.moe import (
-    GEMV_MAX_PAIRS, gemv_input, moe_arrivals, moe_experts, moe_gemv_combine, swiglu_reference, topk_softmax,
-)
+from tritonllm.kernels.moe import moe_experts, swiglu_reference, topk_softmax
+from tritonllm.kernels.moe_gemv import GEMV_MAX_PAIRS, gemv_input, moe_arrivals, moe_gemv_combine
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
 from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample, top_p_support

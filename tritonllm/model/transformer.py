@@ -17,7 +17,8 @@ import torch
 from tritonllm.kernels.attention import DecodeScratch, attention_decode, attention_prefill
 from tritonllm.kernels.embedding import embedding
 from tritonllm.kernels.linear import linear
-from tritonllm.kernels.moe import moe_arrivals, moe_experts
+from tritonllm.kernels.moe import moe_experts
+from tritonllm.kernels.moe_gemv import moe_arrivals
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv
 from tritonllm.model.config import ModelConfig
