@@ -106,7 +106,8 @@ def _gemv_weight_loads(w_r, s_r, g, quad, KW, KB, r_ok, r8_ok):
 
 @triton.jit
 def _gemv_input_loads(x_l, g, quad, KB, x_ok):
-    """Group g's input of one lane: its 16 B words (x_l), as [L, 4] for each weight word."""
+    """Group g's input of one lane: its 16 words of the mma's B operand (from x_l), [L, 4] per
+    weight word."""
     x = (x_l + 64 * g)[:, None] + tl.arange(0, 4)[None, :]
     x_ok = ((4 * g + quad < KB) & x_ok)[:, None]
     return (tl.load(x, mask=x_ok, other=0), tl.load(x + 4, mask=x_ok, other=0), tl.load(x + 8, mask=x_ok, other=0),
@@ -168,8 +169,7 @@ def moe_gemv_kernel(
     low nibble and 2b+1 in its high nibble. PDL (see `wait_for_inputs`): mlp1's expert ids come
     from the kernel just before, so it waits first; mlp2's come from moe_route, which completed
     before mlp1 got past its own wait, so mlp2 loads them and its first weights before waiting
-    for mlp1's output (H100: decode 521.9 -> 528.6 tok/s; an L2 prefetch of the weights before
-    the wait in qkv_rope_decode or linear_gemv lost 1%).
+    for mlp1's output (H100: decode 521.9 -> 528.6 tok/s; note 39).
     """
     if SWIGLU:  # mlp1's expert ids come from the kernel just before
         wait_for_inputs(PDL)
