@@ -83,6 +83,7 @@ def e2m1_to_bf16(packed, scale):
 # is a normal bf16 for scale codes up to 160 (weights below 2^33) and the decoded weights are
 # exact bf16 down to codes of 27 (below: |w| < 2^-100, flushed).
 GEMV_SHIFT = 32
+GEMV_MAX_SCALE_CODE = 128 + GEMV_SHIFT  # 2^(code - 1 - GEMV_SHIFT) stays below bf16's 2^128
 GEMV_INPUT_SCALE = tl.constexpr(2.0**GEMV_SHIFT)
 GEMV_WEIGHT_SCALE = tl.constexpr(2.0**-GEMV_SHIFT)
 _FACTOR_BIAS = tl.constexpr(126 - GEMV_SHIFT)  # bf16 exponent bias 127, minus 1 for the 2^-126 of the decode

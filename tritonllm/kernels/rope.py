@@ -118,10 +118,11 @@ def qkv_rope_decode_kernel(
     i = i0 + tl.arange(0, HB)  # positions in the first half
     j = tl.arange(0, BN)
     rows = head * D + (j % 2) * (D // 2) + i0 + j // 2  # i and i + D/2, interleaved
+    r_ok = rows < (NH + 2 * KVH) * D
     if PDL:  # the first chunks' weights into L2 while the previous kernel finishes
-        prefetch_first_chunks(w_ptr, rows, rows < (NH + 2 * KVH) * D, K, BK)
+        prefetch_first_chunks(w_ptr, rows, r_ok, K, BK)
     wait_for_inputs(PDL)
-    out = gemv_rows(x_ptr, w_ptr, norm_ptr, rows, rows < (NH + 2 * KVH) * D, K, eps, True, BK)
+    out = gemv_rows(x_ptr, w_ptr, norm_ptr, rows, r_ok, K, eps, True, BK)
     out += tl.load(bias_ptr + rows).to(tl.float32)
     x1, x2 = tl.split(tl.reshape(out, [HB, 2]))
     if head < NH + KVH:  # q and k are rotated, v is not

@@ -19,7 +19,7 @@ TUNING_FILE = Path(__file__).with_name("tuning.json")
 
 DEFAULTS = {
     "linear_gemv": {"BN": 8, "BK": 512, "num_warps": 4},  # weight rows x K chunk
-    "qkv_rope_decode": {"BN": 8, "BK": 512, "num_warps": 4},  # the same, BN <= head_dim / 2
+    "qkv_rope_decode": {"BN": 8, "BK": 512, "num_warps": 4},  # the same, BN <= head_dim
     # expert GEMVs, per program: warps on m16 row tiles x warps splitting K
     "moe_gemv": {"TILES": 1, "WARPS_K": 4},  # mlp1
     "moe_gemv_combine": {"TILES": 1, "WARPS_K": 4},  # mlp2 of a token's experts, combined

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tritonllm.kernels.mxfp4 import GEMV_MAX_SCALE_CODE
 from tritonllm.model.config import ModelConfig
 from tritonllm.model.safetensors_io import CheckpointError
 
@@ -197,7 +198,7 @@ def device_dtype(target: str) -> torch.dtype:
     return (_LAYER_FIELDS.get(key) or _GLOBAL_FIELDS[key])[1]
 
 
-MAX_SCALE_CODE = 160  # E8M0 2^33: the decode GEMV's bf16 block factor (kernels.mxfp4.GEMV_SHIFT)
+MAX_SCALE_CODE = GEMV_MAX_SCALE_CODE  # E8M0 2^33: the decode GEMV's bf16 block factor
 
 
 def _check_scales(scales: torch.Tensor, name: str) -> None:
