@@ -13,7 +13,8 @@ and denominator (prefill) or joins in the combine (decode).
   splits the cached keys over programs too, merged as decode's are.
 - decode: one query whose position is read on the device (CUDA-graph friendly); its key is
   already in the cache. The keys are split into fixed chunks across programs, then a
-  combine kernel merges the partials. (Merging in the last split of each kv head instead,
+  combine kernel merges the partials; a cache of one chunk (a sliding window's ring) takes
+  one program per kv head, which finishes the softmax itself. (Merging in the last split of each kv head instead,
   found by an atomic count, was measured slower on the H100: 19.0 against 13.2 us per
   layer at 4k context: one program per kv head merged 32 splits serially.)
 """
@@ -30,7 +31,7 @@ from tritonllm.kernels.common import (
     wait_for_inputs,
 )
 from tritonllm.runtime.kernel import kernel
-from tritonllm.runtime.target import arch_of
+from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 
 
 @triton.jit
@@ -116,13 +117,14 @@ def attention_prefill_kernel(
 
 @kernel(dynamic=("rows",))
 def attention_decode_kernel(
-    q_ptr, k_ptr, v_ptr, pos_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
+    q_ptr, k_ptr, v_ptr, pos_ptr, sinks_ptr, out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
     rows, qk_scale, window, NH, KVH,
     G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr,
-    PDL: tl.constexpr,
+    FINAL: tl.constexpr, PDL: tl.constexpr,
 ):
     """Grid (kv heads, splits): program (kvh, s) attends the G query heads of kv head kvh to
-    keys s*SPLIT.. of the query's range and stores its partial (max, sum, acc).
+    keys s*SPLIT.. of the query's range and stores its partial (max, sum, acc). FINAL (one
+    split): the sink seeds the softmax, as in prefill, and the program stores the output.
 
     PDL (see `wait_for_inputs`): the position was written by the previous step's sampler, long
     done, so the program finds its keys and asks L2 for its first block of them before waiting
@@ -144,8 +146,12 @@ def attention_decode_kernel(
     head = kvh * G + g
     d = tl.arange(0, D)
     q = tl.load(q_ptr + (head * D)[:, None] + d[None, :], mask=g_ok[:, None], other=0.0)  # [BG, D]
-    m_i = tl.full([BG], float("-inf"), tl.float32)
-    l_i = tl.zeros([BG], dtype=tl.float32)
+    if FINAL:
+        m_i = tl.load(sinks_ptr + head, mask=g_ok, other=0.0).to(tl.float32) * LOG2E
+        l_i = tl.full([BG], 1.0, tl.float32)
+    else:
+        m_i = tl.full([BG], float("-inf"), tl.float32)
+        l_i = tl.zeros([BG], dtype=tl.float32)
     acc = tl.zeros([BG, D], dtype=tl.float32)
     kn = tl.arange(0, BN)
     for start in range(lo, hi, BN):
@@ -153,10 +159,13 @@ def attention_decode_kernel(
         k_ok = kp < hi
         kv_offs = (((kp % rows) * KVH + kvh) * D)[:, None] + d[None, :]
         m_i, l_i, acc = _attend_block(q, k_ptr, v_ptr, kv_offs, k_ok, k_ok[None, :], m_i, l_i, acc, qk_scale, F32)
-    part = split * NH + head  # [BG]
-    tl.store(part_m_ptr + part, m_i, mask=g_ok)
-    tl.store(part_l_ptr + part, l_i, mask=g_ok)
-    tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
+    if FINAL:
+        tl.store(out_ptr + (head * D)[:, None] + d[None, :], acc / l_i[:, None], mask=g_ok[:, None])
+    else:
+        part = split * NH + head  # [BG]
+        tl.store(part_m_ptr + part, m_i, mask=g_ok)
+        tl.store(part_l_ptr + part, l_i, mask=g_ok)
+        tl.store(part_acc_ptr + (part * D)[:, None] + d[None, :], acc, mask=g_ok[:, None])
 
 
 @kernel(dynamic=("n_splits", "R"))
@@ -298,10 +307,25 @@ class DecodeScratch:
 
 def decode_split(rows: int, on_cpu: bool) -> int:
     """Keys per decode program over a cache of `rows` rows (it attends at most that many keys):
-    about 64 splits over a long context, two over a sliding window's 128-row ring. (H100, 4k
-    context, decode + combine: 64 keys per split 11.9 + 2.0 us per full layer, against 15.0 +
-    2.0 with 128; one 128-key split per ring instead of two: 7.8 against 5.5 us.)"""
-    return 2048 if on_cpu else max(64, min(1024, next_pow2(cdiv(rows, 64))))
+    about 64 splits over a long context (H100, 4k context, decode + combine: 64 keys per split
+    11.9 + 2.0 us per full layer, against 15.0 + 2.0 with 128), one over a cache of up to 128
+    rows (a sliding window's ring), whose program finishes the softmax itself (`decode_tile`)."""
+    if on_cpu:
+        return 2048
+    return 128 if rows <= 128 else max(64, min(1024, next_pow2(cdiv(rows, 64))))
+
+
+def decode_tile(arch: int, final: bool) -> dict:
+    """Keys per block and launch options of `attention_decode_kernel`. One split (a ring): one 128-key
+    block with 8 warps, through the pipeliner's shared-memory stages even for one step (H100, 20b
+    decode at 128 tokens, against two 64-key splits and a combine: 544 -> 556.7 tok/s with 3 stages,
+    549.5 with 2, 543 loading into registers, 524.5 walking two 64-key blocks); 3 stages of K and V
+    need 143 KB, so ~100 KB parts get 2. Split caches: 64-key blocks, 4 warps (note 25)."""
+    if arch == CPU:
+        return {"BN": 256, "num_warps": 4}
+    if final:
+        return {"BN": 128, "num_warps": 8, "num_stages": 2 if small_shared_memory(arch) else 3}
+    return {"BN": 64, "num_warps": 4}
 
 
 def decode_splits(rows: int, on_cpu: bool) -> int:
@@ -327,13 +351,15 @@ def attention_decode(
     check(scratch.splits >= n_splits, f"attention_decode: scratch for {scratch.splits} splits, {n_splits} needed")
     if out is None:
         out = torch.empty_like(q)
-    BN = 64 if on_gpu(q) else 256
+    final = n_splits == 1
     arch = arch_of(q)
+    tile = decode_tile(arch, final)
     attention_decode_kernel[(KVH, n_splits)](
-        q, k_cache, v_cache, pos, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window, NH, KVH,
-        G=G, BG=max(16, G), D=D, SPLIT=split, BN=BN, F32=dot_f32(q), num_warps=4, **dependent_launch_args(arch),
+        q, k_cache, v_cache, pos, sinks, out, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window,
+        NH, KVH, G=G, BG=max(16, G), D=D, SPLIT=split, F32=dot_f32(q), FINAL=final, **tile, **dependent_launch_args(arch),
     )
-    _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q))
+    if not final:
+        _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q))
     return out
 
 
