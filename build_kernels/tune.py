@@ -18,7 +18,7 @@ import torch
 import triton
 
 from tritonllm.kernels.linear import linear_gemv_kernel
-from tritonllm.kernels.moe_gemv import gemv_input, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
+from tritonllm.kernels.moe_gemv import RouterParts, gemv_input, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.kernels.rmsnorm import Norm
 from tritonllm.kernels.rope import qkv_rope_decode
 from tritonllm.kernels.tuning import TUNING_FILE
@@ -118,8 +118,9 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
     E, k, H, I = cfg.num_experts, cfg.experts_per_token, cfg.hidden_size, cfg.intermediate_size
     N, K = (2 * I, H) if swiglu else (H, I)
     case = {"sets": SETS, "x": gemv_input(torch.randn(1 if swiglu else k, K, device="cuda")),
-            "ids": [torch.randperm(E, device="cuda")[:k].int().view(1, k) for _ in range(SETS)],
-            "gates": torch.rand(1, k, device="cuda"), "residual": torch.zeros(1, N, device="cuda"),
+            "route": [RouterParts.choosing(torch.randperm(E, device="cuda")[:k].int().view(1, k), E)
+                      for _ in range(SETS)],
+            "residual": torch.zeros(1, N, device="cuda"),
             "arrivals": moe_arrivals(N, "cuda"),
             "w": [(torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, device="cuda"),
                    torch.randint(118, 121, (E, N, K // 32), dtype=torch.uint8, device="cuda"),
@@ -127,9 +128,8 @@ def tune_moe(cfg, swiglu: bool) -> tuple[dict, list]:
 
     def launch(tile, c, s):
         if swiglu:
-            return lambda: moe_gemv_swiglu(c["x"], c["ids"][s], c["w"][s], 7.0, tile=tile)
-        return lambda: moe_gemv_combine(c["x"], c["ids"][s], c["gates"], c["w"][s], c["residual"], c["arrivals"],
-                                        tile=tile)
+            return lambda: moe_gemv_swiglu(c["x"], c["route"][s], c["w"][s], 7.0, tile=tile)
+        return lambda: moe_gemv_combine(c["x"], c["route"][s], c["w"][s], c["residual"], c["arrivals"], tile=tile)
 
     candidates = [{"TILES": t, "WARPS_K": w} for t, w in itertools.product((1, 2, 4), (1, 2, 4, 8)) if t * w <= 16]
     rows = _sweep(candidates, [case], launch)

@@ -19,9 +19,9 @@ from triton.testing import do_bench
 from tools.kernel_checks import moe_reference, random_experts, random_router, rel_err, routing_reference
 from tritonllm.kernels.linear import linear_reference
 from tritonllm.kernels.moe import (
-    TilePlan, mm_config, moe_align, moe_combine, moe_experts, moe_mlp1, moe_mlp2, split_bf16, tile_plan,
+    TilePlan, mm_config, moe_align, moe_combine, moe_experts, moe_mlp1, moe_mlp2, moe_route, split_bf16, tile_plan,
 )
-from tritonllm.kernels.moe_gemv import gemv_input, moe_gemv_combine, moe_gemv_swiglu
+from tritonllm.kernels.moe_gemv import moe_gemv_combine, moe_gemv_swiglu
 from tritonllm.model.config import preset
 from tritonllm.runtime.target import arch_of
 
@@ -81,10 +81,10 @@ def gemv(cfg, bandwidth: float) -> dict:
     residual = torch.randn(1, H, device="cuda")
     ref = residual + moe_reference(x, ids, gates, w1, w2, cfg.swiglu_limit).sum(0, keepdim=True)
     err = rel_err(moe_experts(x, router, k, w1, w2, cfg.swiglu_limit, residual.clone()), ref)
-    h = gemv_input(x)
-    act = moe_gemv_swiglu(h, ids, w1, cfg.swiglu_limit)
-    t1 = do_bench(lambda: moe_gemv_swiglu(h, ids, w1, cfg.swiglu_limit), return_mode="median")
-    t2 = do_bench(lambda: moe_gemv_combine(act, ids, gates, w2, residual), return_mode="median")
+    route, h = moe_route(x, router, k, None)
+    act = moe_gemv_swiglu(h, route, w1, cfg.swiglu_limit)
+    t1 = do_bench(lambda: moe_gemv_swiglu(h, route, w1, cfg.swiglu_limit), return_mode="median")
+    t2 = do_bench(lambda: moe_gemv_combine(act, route, w2, residual), return_mode="median")
     weight_bytes = k * (2 * I * H + H * I) * (0.5 + 1 / 32)  # packed FP4 + one scale byte per 32
     return {"rel_err": err, "mlp1_ms": t1, "mlp2_ms": t2, "bound_ms": weight_bytes / bandwidth * 1e3,
             "per_decode_step_ms_x_layers": (t1 + t2) * cfg.num_hidden_layers}

@@ -14,7 +14,7 @@ from tritonllm.kernels.common import LOG2E
 from tritonllm.kernels.embedding import embedding, embedding_reference
 from tritonllm.kernels.linear import linear, linear_reference
 from tritonllm.kernels.moe import moe_experts, swiglu_reference, topk_softmax
-from tritonllm.kernels.moe_gemv import gemv_input, moe_arrivals, moe_gemv_combine
+from tritonllm.kernels.moe_gemv import RouterParts, gemv_input, moe_arrivals, moe_gemv_combine
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rmsnorm_reference
 from tritonllm.kernels.rope import kv_store, qkv_rope_decode, rope_qkv, rope_reference
 from tritonllm.kernels.sampling import SamplerParams, SampleScratch, sample, top_p_support
@@ -244,9 +244,9 @@ def check_moe_gemv_planes(device, E=4, N=32, K=96, k=2) -> dict:
     w2 = (torch.full((E, N, K // 32, 16), 0x22, dtype=torch.uint8, device=device),  # FP4 1.0 in both nibbles
           torch.full((E, N, K // 32), 127, dtype=torch.uint8, device=device),
           torch.zeros(E, N, dtype=torch.bfloat16, device=device))
-    ids = torch.tensor([[1, 3]], dtype=torch.int32, device=device)
-    out = moe_gemv_combine(gemv_input(x), ids, torch.ones(1, k, device=device), w2, torch.zeros(1, N, device=device))
-    ref = torch.full((1, N), k * K * (1 + 2**-9 + 2**-18), dtype=torch.float64, device=device)
+    route = RouterParts.choosing(torch.tensor([[1, 3]], dtype=torch.int32, device=device), E)  # gates 1/2 each
+    out = moe_gemv_combine(gemv_input(x), route, w2, torch.zeros(1, N, device=device))
+    ref = torch.full((1, N), K * (1 + 2**-9 + 2**-18), dtype=torch.float64, device=device)
     return _result("moe_gemv_planes", {"E": E, "N": N, "K": K}, out, ref, 2**-22)
 
 

@@ -164,18 +164,18 @@ def test_route_writes_the_expert_input_in_the_gemv_layout():
     (The interpreter rounds to bf16 toward zero, GPUs to nearest: the planes may differ, their
     sum may not.)"""
     from tritonllm.kernels.moe import moe_route
-    from tritonllm.kernels.moe_gemv import gemv_input, moe_arrivals, moe_gemv_combine
+    from tritonllm.kernels.moe_gemv import RouterParts, gemv_input, moe_gemv_combine
 
     def values(h):  # planes summed, back in value order
         return h.view(2, 3, 12, 4, 2).transpose(3, 4).reshape(2, 3, 96).double().sum(1) * 2.0**-32
 
     x = torch.randn(2, 96)
-    _, _, h = moe_route(x, kc.random_router(CPU, 8, 96), 2, None, moe_arrivals(96, CPU))
+    _, h = moe_route(x, kc.random_router(CPU, 8, 96), 2, None)
     for layout in (h, gemv_input(x)):
         assert torch.allclose(values(layout), x.double(), rtol=2**-22, atol=0)
     with pytest.raises(ValueError, match=r"act must be bf16 \[2, 96\] \(gemv_input\)"):
-        moe_gemv_combine(x, torch.zeros(1, 2, dtype=torch.int32), torch.ones(1, 2), kc.random_experts(CPU, 8, 96, 32),
-                         torch.zeros(1, 96))
+        moe_gemv_combine(x, RouterParts.choosing(torch.zeros(1, 2, dtype=torch.int32), 8),
+                         kc.random_experts(CPU, 8, 96, 32), torch.zeros(1, 96))
 
 
 def test_ring_cache_misuse_is_refused():

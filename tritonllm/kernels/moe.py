@@ -10,11 +10,12 @@ Flow for T tokens and k experts per token (R = T*k (token, expert) pairs, pair p
    epilogue (gate and linear columns are interleaved: even = gate, odd = linear).
 4. `moe_mlp2`: (act @ W2[e].T + b2) * gate weight, one float32 row per pair.
 5. `moe_combine`: x[t] += sum over the token's k rows (the residual add), deterministic.
-Decode (a few pairs) replaces the router's matmul and 1-5 with `moe_route` (the router,
-top-k and the RMSNorm of the expert input in one small launch, which writes the input as the
-GEMV reads it) and the matrix-vector products of kernels.moe_gemv, whose mlp2 also does the
-combine. `moe_experts` picks the path. (Routing and norm inside every mlp1 program instead was
-measured slower on the H100, 24.9 against 20.2 us per layer: 80 -> 128 registers.)
+Decode (a few pairs) replaces the router's matmul and 1-5 with `moe_route` (the router's
+matmul in parts and the RMSNorm of the expert input in one small launch, which writes the input
+as the GEMV reads it) and the matrix-vector products of kernels.moe_gemv, whose programs each
+finish the top-k from the parts and whose mlp2 also does the combine. `moe_experts` picks the
+path. (The router's matmul and norm inside every mlp1 program instead was measured slower on the
+H100, 24.9 against 20.2 us per layer: 80 -> 128 registers.)
 
 Expert weights stay packed as on disk (see tritonllm.model.weights) and are decoded inside
 the kernels (kernels.mxfp4). The grouped matmuls decode each BN x BK weight tile once in
@@ -30,36 +31,17 @@ import triton
 import triton.language as tl
 
 from tritonllm.kernels.common import (
-    cdiv, check, dependent_launch_args, dot, dot_f32, last_to_arrive, next_pow2, on_gpu, split_bf16, store_split,
-    wait_for_inputs,
+    cdiv, check, dependent_launch_args, dot, dot_f32, next_pow2, on_gpu, split_bf16, store_split, wait_for_inputs,
 )
 from tritonllm.kernels.linear import linear
 from tritonllm.kernels.moe_gemv import (
-    GEMV_MAX_PAIRS, SWIGLU_ALPHA, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu, store_gemv_input, swiglu,
+    GEMV_MAX_PAIRS, SWIGLU_ALPHA, RouterParts, moe_arrivals, moe_gemv_combine, moe_gemv_swiglu, store_gemv_input,
+    swiglu, topk_softmax_rows,
 )
 from tritonllm.kernels.mxfp4 import block_scale, e2m1_halves, e2m1_to_bf16
 from tritonllm.kernels.rmsnorm import Norm, rmsnorm, rstd
 from tritonllm.runtime.target import CPU, arch_of, small_shared_memory
 from tritonllm.runtime.kernel import kernel
-
-@triton.jit
-def _topk_softmax(v, e, E, K: tl.constexpr, BK: tl.constexpr):
-    """Router logits v [BT, BE] of experts e [BE] (E real) -> the K largest as expert ids
-    [BT, BK] (descending, lowest id first among equals) and their softmax weights [BT, BK]
-    (columns K.. are padding: id 0, weight 0)."""
-    v = tl.where((e < E)[None, :], v, float("-inf"))
-    kk = tl.arange(0, BK)
-    top_v = tl.full([v.shape[0], BK], float("-inf"), tl.float32)
-    top_i = tl.zeros([v.shape[0], BK], dtype=tl.int32)
-    for j in tl.static_range(K):
-        best = tl.max(v, axis=1)
-        idx = tl.min(tl.where(v == best[:, None], e[None, :], v.shape[1]), axis=1)
-        top_v = tl.where(kk[None, :] == j, best[:, None], top_v)
-        top_i = tl.where(kk[None, :] == j, idx[:, None], top_i)
-        v = tl.where(e[None, :] == idx[:, None], float("-inf"), v)
-    w = tl.where(kk[None, :] < K, tl.exp(top_v - tl.max(top_v, axis=1)[:, None]), 0.0)
-    return top_i, w / tl.sum(w, axis=1)[:, None]
-
 
 @kernel(dynamic=("T",))
 def topk_softmax_kernel(
@@ -69,7 +51,7 @@ def topk_softmax_kernel(
     t_ok = t < T
     e = tl.arange(0, BE)
     v = tl.load(logits_ptr + t[:, None] * E + e[None, :], mask=t_ok[:, None] & (e < E)[None, :], other=0.0)
-    top_i, w = _topk_softmax(v, e, E, K, BK)
+    top_i, w = topk_softmax_rows(v, e, E, K, BK)
     kk = tl.arange(0, BK)
     out = t[:, None] * K + kk[None, :]
     mask = t_ok[:, None] & (kk < K)[None, :]
@@ -232,18 +214,15 @@ def moe_mlp2_kernel(
 
 @kernel
 def moe_route_kernel(
-    x_ptr, norm_ptr, w_ptr, b_ptr, part_ptr, count_ptr, ids_ptr, gates_ptr, h_ptr, E, K, eps,
-    TOPK: tl.constexpr, BE: tl.constexpr, BTOPK: tl.constexpr, NORM: tl.constexpr, BLOCK_K: tl.constexpr,
-    CHUNK: tl.constexpr, BC: tl.constexpr, PDL: tl.constexpr,
+    x_ptr, norm_ptr, w_ptr, part_ptr, h_ptr, E, K, eps,
+    BE: tl.constexpr, NORM: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr,
 ):
-    """Decode's router and routing, grid (tokens, chunks of CHUNK inputs): program (t, c) writes
-    chunk c of the expert input h = RMSNorm(x) (x itself without NORM; as the expert GEMV reads
-    it, `store_gemv_input`) and its part of the
-    router logits, W[:, chunk] @ h[chunk], into part[t, c]; then it counts itself in count[t],
-    and the last of the token's programs to arrive adds the parts (all loaded at once, BC >=
-    chunks, summed in a fixed order, so the sum does not depend on who came last) and the
-    bias, picks the top TOPK experts and their softmax weights, and sets the count back to 0
-    for the next call."""
+    """Decode's router, grid (tokens, chunks of CHUNK inputs): program (t, c) writes chunk c of the
+    expert input h = RMSNorm(x) (x itself without NORM; as the expert GEMV reads it,
+    `store_gemv_input`) and its part of the router logits, W[:, chunk] @ h[chunk], into part[t, c]
+    [BE]. The GEMV programs add the parts and pick the experts (`RouterParts`): no program here
+    waits for the others (a last one to arrive doing the top-k cost ~2 us per layer of stores,
+    fence, atomic and loads, docs/performance.md note 43)."""
     wait_for_inputs(PDL)
     t, c = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cols = c * CHUNK + tl.arange(0, CHUNK)
@@ -256,17 +235,7 @@ def moe_route_kernel(
     store_gemv_input(h_ptr + t * 3 * K, cols, h, c_ok, K)
     e = tl.arange(0, BE)
     w = tl.load(w_ptr + e[:, None] * K + cols[None, :], mask=(e < E)[:, None] & c_ok[None, :], other=0.0)
-    parts = part_ptr + t * tl.num_programs(1) * BE + e
-    tl.store(parts + c * BE, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
-    if last_to_arrive(count_ptr + t, tl.num_programs(1)):
-        j = tl.arange(0, BC)[:, None]
-        part = tl.load(parts + j * BE, mask=j < tl.num_programs(1), other=0.0, cache_modifier=".cg")  # [BC, BE]
-        logits = tl.load(b_ptr + e, mask=e < E, other=0.0).to(tl.float32) + tl.sum(part, axis=0)
-        top_i, gate = _topk_softmax(logits[None, :], e, E, TOPK, BTOPK)
-        kk = tl.arange(0, BTOPK)[None, :]
-        tl.store(ids_ptr + t * TOPK + kk, top_i, mask=kk < TOPK)
-        tl.store(gates_ptr + t * TOPK + kk, gate, mask=kk < TOPK)
-        tl.store(count_ptr + t, 0)
+    tl.store(part_ptr + (t * tl.num_programs(1) + c) * BE + e, tl.sum(w.to(tl.float32) * h[None, :], axis=1))
 
 
 @kernel
@@ -377,8 +346,8 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
     if T * k <= GEMV_MAX_PAIRS:
         if arrivals is None:
             arrivals = moe_arrivals(H, x.device)
-        ids, gates, h = moe_route(x, router, k, norm, arrivals)
-        return moe_gemv_combine(moe_gemv_swiglu(h, ids, w1, limit), ids, gates, w2, residual, arrivals)
+        route, h = moe_route(x, router, k, norm)
+        return moe_gemv_combine(moe_gemv_swiglu(h, route, w1, limit), route, w2, residual, arrivals)
     parts = rmsnorm(x, norm) if norm else split_bf16(x)  # the router's and the experts' input, normed once
     ids, gates = topk_softmax(linear(parts, *router), k)
     groups = moe_align(ids, E, tile_plan(T * k, E))
@@ -386,31 +355,25 @@ def moe_experts(x, router, k: int, w1, w2, limit: float, residual: torch.Tensor,
     return moe_combine(moe_mlp2(act, groups, gates, *w2), residual, k)
 
 
-def moe_route(x, router, k: int, norm: Norm | None,
-              arrivals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode's router and routing in one launch: x [T, H], router (weight [E, H] bf16, bias [E])
-    -> (expert ids [T, k] int32, softmax weights [T, k], the expert input h = norm(x), or x
-    itself without a norm, in the GEMV's layout: `gemv_input`). `arrivals`: from `moe_arrivals`."""
+def moe_route(x, router, k: int, norm: Norm | None) -> tuple[RouterParts, torch.Tensor]:
+    """Decode's router in one launch: x [T, H], router (weight [E, H] bf16, bias [E]) -> (the
+    routing of k experts per token, as the expert GEMVs finish it: `RouterParts`; the expert input
+    h = norm(x), or x itself without a norm, in the GEMV's layout: `gemv_input`)."""
     T, H = x.shape
     weight, bias = router
     E = weight.shape[0]
     check(x.is_contiguous() and weight.is_contiguous(), "moe_route: x and the router weight must be contiguous")
-    check(T <= GEMV_MAX_PAIRS and arrivals.numel() >= GEMV_MAX_PAIRS * (H + 1),
-          f"moe_route: at most {GEMV_MAX_PAIRS} tokens, arrivals from moe_arrivals({H}, device)")
-    ids = torch.empty(T, k, dtype=torch.int32, device=x.device)
-    gates = torch.empty(T, k, dtype=torch.float32, device=x.device)
+    check(T <= GEMV_MAX_PAIRS, f"moe_route: at most {GEMV_MAX_PAIRS} tokens")
     h = torch.empty(T, 3 * H, dtype=torch.bfloat16, device=x.device)
     BLOCK_K, BE = next_pow2(H), next_pow2(E)
     chunk = min(BLOCK_K, 256 if on_gpu(x) else 32)  # the interpreter: small chunks, so tests cover several
     chunks = cdiv(H, chunk)
     parts = torch.empty(T, chunks, BE, dtype=torch.float32, device=x.device)
     moe_route_kernel[(T, chunks)](
-        x, x if norm is None else norm.scale, weight, bias, parts, arrivals[GEMV_MAX_PAIRS * H:], ids, gates, h, E, H,
-        0.0 if norm is None else norm.eps,
-        TOPK=k, BE=BE, BTOPK=next_pow2(k), NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, BC=next_pow2(chunks),
-        num_warps=4, **dependent_launch_args(arch_of(x)),
+        x, x if norm is None else norm.scale, weight, parts, h, E, H, 0.0 if norm is None else norm.eps,
+        BE=BE, NORM=norm is not None, BLOCK_K=BLOCK_K, CHUNK=chunk, num_warps=4, **dependent_launch_args(arch_of(x)),
     )
-    return ids, gates, h
+    return RouterParts(parts, bias, k), h
 
 
 def moe_mlp1(x, groups: ExpertGroups, blocks, scales, bias, topk: int, limit: float,

@@ -2,7 +2,8 @@
 
 `moe_route` (kernels.moe) writes the expert input with `store_gemv_input`: x * 2^GEMV_SHIFT as three
 bf16 planes (hi + lo + lo2: float32's precision) in the order the FP4 weight words' nibble pairs
-take. `moe_gemv_swiglu` (mlp1) and `moe_gemv_combine` (mlp2, whose last program per token and row
+take, and the router logits in parts (`RouterParts`), from which every GEMV program picks its
+pair's expert itself. `moe_gemv_swiglu` (mlp1) and `moe_gemv_combine` (mlp2, whose last program per token and row
 block adds the k gate-weighted parts into the residual) run `moe_gemv_kernel`, which decodes each
 lane's whole 32-value scale block of FP4 words straight into mma.m16n8k16 A fragments, the block
 scale folded in (kernels.mxfp4.e2m1_mma; design in the kernel's docstring). H100, one 20b layer's
@@ -10,6 +11,8 @@ four experts: mlp1 19.3 us and mlp2 10.1-11.3 us added to the decode step, again
 for a kernel that only reads the same weights in one launch, and 20.4 + 13.1 us for the float32-FMA
 GEMV this replaced (docs/performance.md, notes 38 and 39).
 """
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -36,6 +39,41 @@ def swiglu(h, limit, N: tl.constexpr):
     gate = tl.minimum(gate, limit)
     lin = tl.minimum(tl.maximum(lin, -limit), limit)
     return gate * tl.sigmoid(SWIGLU_ALPHA * gate) * (lin + 1.0)
+
+
+@triton.jit
+def topk_softmax_rows(v, e, E, K: tl.constexpr, BK: tl.constexpr):
+    """Router logits v [BT, BE] of experts e [BE] (E real) -> the K largest as expert ids
+    [BT, BK] (descending, lowest id first among equals) and their softmax weights [BT, BK]
+    (columns K.. are padding: id 0, weight 0)."""
+    v = tl.where((e < E)[None, :], v, float("-inf"))
+    kk = tl.arange(0, BK)
+    top_v = tl.full([v.shape[0], BK], float("-inf"), tl.float32)
+    top_i = tl.zeros([v.shape[0], BK], dtype=tl.int32)
+    for j in tl.static_range(K):
+        best = tl.max(v, axis=1)
+        idx = tl.min(tl.where(v == best[:, None], e[None, :], v.shape[1]), axis=1)
+        top_v = tl.where(kk[None, :] == j, best[:, None], top_v)
+        top_i = tl.where(kk[None, :] == j, idx[:, None], top_i)
+        v = tl.where(e[None, :] == idx[:, None], float("-inf"), v)
+    w = tl.where(kk[None, :] < K, tl.exp(top_v - tl.max(top_v, axis=1)[:, None]), 0.0)
+    return top_i, w / tl.sum(w, axis=1)[:, None]
+
+
+@triton.jit
+def pick_expert(parts_ptr, bias_ptr, t, j, chunks, E, TOPK: tl.constexpr, BE: tl.constexpr, BTOPK: tl.constexpr,
+                BC: tl.constexpr):
+    """Token t's j-th expert and its softmax weight, from the router logit parts [chunks, BE] at
+    parts_ptr (`RouterParts`): the bias plus the parts in a fixed order (one load each, issued
+    together), then the top TOPK. Every program that routes the token computes the same sums, so
+    all pick the same experts, and none waits for another to pick them."""
+    e = tl.arange(0, BE)
+    logits = tl.load(bias_ptr + e, mask=e < E, other=0.0).to(tl.float32)
+    for c in tl.static_range(BC):
+        logits += tl.load(parts_ptr + (t * chunks + c) * BE + e, mask=c < chunks, other=0.0)
+    top_i, gate = topk_softmax_rows(logits[None, :], e, E, TOPK, BTOPK)
+    kk = tl.arange(0, BTOPK)[None, :]
+    return tl.sum(tl.where(kk == j, top_i, 0)), tl.sum(tl.where(kk == j, gate, 0.0))
 
 
 @triton.jit
@@ -139,13 +177,16 @@ def _gemv_step(w, w8, code, code8, x0, x1, x2, x3, c0, c1, c2, c3, WARPS: tl.con
 
 @kernel
 def moe_gemv_kernel(
-    x_ptr, ids_ptr, gates_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr, part_ptr, arrivals_ptr,
-    N, K, TOPK, limit,
-    SWIGLU: tl.constexpr, TILES: tl.constexpr, WARPS_K: tl.constexpr, BTOPK: tl.constexpr, MMA: tl.constexpr,
+    x_ptr, route_ptr, route_bias_ptr, words_ptr, scales_ptr, bias_ptr, out_ptr, part_ptr, arrivals_ptr,
+    N, K, chunks, E, limit,
+    SWIGLU: tl.constexpr, TILES: tl.constexpr, WARPS_K: tl.constexpr, TOPK: tl.constexpr, BTOPK: tl.constexpr,
+    BE: tl.constexpr, BC: tl.constexpr, MMA: tl.constexpr,
     PDL: tl.constexpr,
 ):
     """Expert matrix-vector products over N weight rows of K values on the tensor cores; grid
-    (row blocks of 16 TILES rows, pairs).
+    (row blocks of 16 TILES rows, pairs). Pair p is token p // TOPK's (p % TOPK)-th expert e, which
+    the program picks itself from the router logit parts (`pick_expert`; route_ptr: [tokens, chunks,
+    BE], route_bias_ptr: the router's bias), with its softmax weight, the gate.
 
     SWIGLU (mlp1): out[pair] = SwiGLU(W[e] @ x[pair // TOPK] + b[e]) (rows 2j, 2j+1 -> output j),
     stored as mlp2's input (`store_gemv_input`). Else (mlp2): part[pair] = gate * (W[e] @ x[pair]
@@ -166,12 +207,12 @@ def moe_gemv_kernel(
     the same per-lane sums in float32, B's columns summed across lanes as the mma sums them.
 
     words_ptr is the packed weight seen as int32: 8 FP4 values per word, value 2b in byte b's
-    low nibble and 2b+1 in its high nibble. PDL (see `wait_for_inputs`): mlp1's expert ids come
+    low nibble and 2b+1 in its high nibble. PDL (see `wait_for_inputs`): mlp1's router parts come
     from the kernel just before, so it waits first; mlp2's come from moe_route, which completed
-    before mlp1 got past its own wait, so mlp2 loads them and its first weights before waiting
-    for mlp1's output (H100: decode 521.9 -> 528.6 tok/s; note 39).
+    before mlp1 got past its own wait, so mlp2 picks its expert and loads its first weights before
+    waiting for mlp1's output (H100: decode 521.9 -> 528.6 tok/s; note 39).
     """
-    if SWIGLU:  # mlp1's expert ids come from the kernel just before
+    if SWIGLU:  # mlp1's router parts come from the kernel just before
         wait_for_inputs(PDL)
     BN: tl.constexpr = 16 * TILES
     LANES: tl.constexpr = 32 * TILES * WARPS_K
@@ -186,7 +227,8 @@ def moe_gemv_kernel(
     KW = tl.multiple_of(K // 8, 4)  # words per row (K is a multiple of 32)
     KB = K // 32  # scale blocks per row
     KH = K // 2  # input words per plane
-    e = tl.load(ids_ptr + pair).to(tl.int64)
+    e, gate = pick_expert(route_ptr, route_bias_ptr, pair // TOPK, pair % TOPK, chunks, E, TOPK, BE, BTOPK, BC)
+    e = e.to(tl.int64)
     w_r = words_ptr + e * N * KW + row.to(tl.int64) * KW + 4 * quad
     s_r = scales_ptr + e * N * KB + row.to(tl.int64) * KB + quad
     x_l = x_ptr + (pair // TOPK if SWIGLU else pair).to(tl.int64) * 3 * KH + n * KH + 16 * quad
@@ -213,7 +255,7 @@ def moe_gemv_kernel(
         cols = pid_n * (BN // 2) + tl.arange(0, BN // 2)
         store_gemv_input(out_ptr + pair * 3 * (N // 2), cols, swiglu(out, limit, BN), cols < N // 2, N // 2)
     else:
-        tl.store(part_ptr + pair * N + rows, out * tl.load(gates_ptr + pair), mask=r_ok)
+        tl.store(part_ptr + pair * N + rows, out * gate, mask=r_ok)
         t = pair // TOPK
         count = arrivals_ptr + t * tl.num_programs(0) + pid_n
         if last_to_arrive(count, TOPK):
@@ -269,41 +311,83 @@ def _gemv_tile(name: str, arch: int, N: int, tile: dict | None) -> dict:
             "MMA": arch != CPU}
 
 
-def moe_gemv_swiglu(x, ids, w1, limit: float, tile: dict | None = None) -> torch.Tensor:
-    """mlp1 for a few pairs: x [T, 3K] (one row per token, `gemv_input` layout), ids [T, k] ->
+@dataclass
+class RouterParts:
+    """Decode's routing as `moe_route` leaves it, for the expert GEMVs to finish: parts [T, chunks,
+    BE] float32 of the router logits (summed over chunks, plus `bias` [E], the router's, they are
+    the logits; experts past E are padding), k experts per token. Each GEMV program picks its own
+    pair's expert and gate from them (`pick_expert`), so no program waits for a top-k by another."""
+
+    parts: torch.Tensor
+    bias: torch.Tensor
+    k: int
+
+    @property
+    def tokens(self) -> int:
+        return self.parts.shape[0]
+
+    @property
+    def chunks(self) -> int:
+        return self.parts.shape[1]
+
+    def constexprs(self) -> dict:
+        """`moe_gemv_kernel`'s compile-time routing arguments."""
+        return {"TOPK": self.k, "BTOPK": next_pow2(self.k), "BE": self.parts.shape[2], "BC": next_pow2(self.chunks)}
+
+    @staticmethod
+    def choosing(ids: torch.Tensor, num_experts: int) -> "RouterParts":
+        """Parts that pick the experts of each row of ids [T, k], with equal gates 1/k (pairs take
+        them in increasing id order): for tools and checks that fix the routing."""
+        T, k = ids.shape
+        parts = torch.zeros(T, 1, next_pow2(num_experts), dtype=torch.float32, device=ids.device)
+        parts[:, 0].scatter_(1, ids.long(), 1.0)
+        return RouterParts(parts, torch.zeros(num_experts, dtype=torch.bfloat16, device=ids.device), k)
+
+
+def _check_route(route: RouterParts, num_experts: int, tokens: int) -> None:
+    check(route.parts.dim() == 3 and route.parts.dtype == torch.float32 and route.parts.is_contiguous()
+          and route.parts.shape[0] == tokens and route.parts.shape[2] >= num_experts
+          and route.bias.shape == (num_experts,) and 0 < route.k <= num_experts,
+          f"moe_gemv: routing parts for {tokens} tokens of {num_experts} experts expected")
+
+
+def moe_gemv_swiglu(x, route: RouterParts, w1, limit: float, tile: dict | None = None) -> torch.Tensor:
+    """mlp1 for a few pairs: x [T, 3K] (one row per token, `gemv_input` layout), the routing ->
     SwiGLU activations [T*k, 3N/2], one row per pair, in the same layout (mlp2's input)."""
     blocks, scales, bias = w1
     E, N, kblocks, _ = blocks.shape
     K = kblocks * 32
-    words = _gemv_input_as_words(x, ids.shape[0], K, "x")
-    R = ids.numel()
+    T = route.tokens
+    _check_route(route, E, T)
+    words = _gemv_input_as_words(x, T, K, "x")
+    R = T * route.k
     out = torch.empty(R, 3 * (N // 2), dtype=torch.bfloat16, device=x.device)
     arch = arch_of(x)
     tile = _gemv_tile("moe_gemv", arch, N, tile)
     moe_gemv_kernel[(cdiv(N, 16 * tile["TILES"]), R)](
-        words, ids, ids, _as_words(blocks), scales, bias, out, out, ids, N, K, ids.shape[1], limit, SWIGLU=True,
-        BTOPK=next_pow2(ids.shape[1]), **tile, **dependent_launch_args(arch),
+        words, route.parts, route.bias, _as_words(blocks), scales, bias, out, out, words, N, K, route.chunks, E, limit,
+        SWIGLU=True, **route.constexprs(), **tile, **dependent_launch_args(arch),
     )
     return out
 
 
 def moe_arrivals(hidden_size: int, device) -> torch.Tensor:
-    """The arrival counts the decode path needs, zero, for up to GEMV_MAX_PAIRS tokens of any
-    tile: `moe_gemv_combine`'s (one per token and row block) first, then `moe_route`'s (one per
-    token). Every call leaves them zero again, so a decode loop (or CUDA graph) allocates them
-    once and passes them in."""
-    return torch.zeros(GEMV_MAX_PAIRS * (hidden_size + 1), dtype=torch.int32, device=device)
+    """The arrival counts of `moe_gemv_combine` (one per token and row block of any tile), zero, for
+    up to GEMV_MAX_PAIRS tokens. Every call leaves them zero again, so a decode loop (or CUDA
+    graph) allocates them once and passes them in."""
+    return torch.zeros(GEMV_MAX_PAIRS * hidden_size, dtype=torch.int32, device=device)
 
 
-def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torch.Tensor | None = None,
+def moe_gemv_combine(act, route: RouterParts, w2, residual: torch.Tensor, arrivals: torch.Tensor | None = None,
                      tile: dict | None = None) -> torch.Tensor:
-    """mlp2 for a few pairs, combined: act [T*k, 3K] (one row per pair, `gemv_input` layout),
-    ids/gates [T, k]; residual [T, N] float32 += each token's gate-weighted outputs, in place.
-    `arrivals`: from `moe_arrivals` (allocated here if not given)."""
+    """mlp2 for a few pairs, combined: act [T*k, 3K] (one row per pair, `gemv_input` layout), the
+    routing; residual [T, N] float32 += each token's gate-weighted outputs, in place. `arrivals`:
+    from `moe_arrivals` (allocated here if not given)."""
     blocks, scales, bias = w2
     E, N, kblocks, _ = blocks.shape
     K = kblocks * 32
-    T, k = ids.shape
+    T, k = route.tokens, route.k
+    _check_route(route, E, T)
     words = _gemv_input_as_words(act, T * k, K, "act")
     check(residual.shape == (T, N) and residual.dtype == torch.float32, "moe_gemv: residual must be float32 [T, N]")
     check(T <= GEMV_MAX_PAIRS, f"moe_gemv: {T} tokens, at most {GEMV_MAX_PAIRS}")
@@ -315,7 +399,7 @@ def moe_gemv_combine(act, ids, gates, w2, residual: torch.Tensor, arrivals: torc
     tile = _gemv_tile("moe_gemv_combine", arch, N, tile)
     parts = torch.empty(T * k, N, dtype=torch.float32, device=act.device)
     moe_gemv_kernel[(cdiv(N, 16 * tile["TILES"]), T * k)](
-        words, ids, gates, _as_words(blocks), scales, bias, residual, parts, arrivals, N, K, k, 0.0, SWIGLU=False,
-        BTOPK=next_pow2(k), **tile, **dependent_launch_args(arch),
+        words, route.parts, route.bias, _as_words(blocks), scales, bias, residual, parts, arrivals, N, K, route.chunks,
+        E, 0.0, SWIGLU=False, **route.constexprs(), **tile, **dependent_launch_args(arch),
     )
     return residual
