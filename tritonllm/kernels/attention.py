@@ -356,7 +356,8 @@ def attention_decode(
     tile = decode_tile(arch, final)
     attention_decode_kernel[(KVH, n_splits)](
         q, k_cache, v_cache, pos, sinks, out, scratch.m, scratch.l, scratch.acc, rows, sm_scale * LOG2E.value, window,
-        NH, KVH, G=G, BG=max(16, G), D=D, SPLIT=split, F32=dot_f32(q), FINAL=final, **tile, **dependent_launch_args(arch),
+        NH, KVH, G=G, BG=max(16, G), D=D, SPLIT=split, F32=dot_f32(q), FINAL=final, **tile,
+        **dependent_launch_args(arch),
     )
     if not final:
         _combine(scratch, n_splits, sinks, out, out, False, on_gpu(q))
