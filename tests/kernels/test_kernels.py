@@ -174,7 +174,7 @@ def test_route_writes_the_expert_input_in_the_gemv_layout():
     for layout in (h, gemv_input(x)):
         assert torch.allclose(values(layout), x.double(), rtol=2**-22, atol=0)
     with pytest.raises(ValueError, match=r"act must be bf16 \[2, 96\] \(gemv_input\)"):
-        moe_gemv_combine(x, RouterParts.choosing(torch.zeros(1, 2, dtype=torch.int32), 8),
+        moe_gemv_combine(x, RouterParts.choosing(torch.tensor([[0, 1]], dtype=torch.int32), 8),
                          kc.random_experts(CPU, 8, 96, 32), torch.zeros(1, 96))
 
 

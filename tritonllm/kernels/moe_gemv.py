@@ -3,10 +3,10 @@
 `moe_route` (kernels.moe) writes the expert input with `store_gemv_input`: x * 2^GEMV_SHIFT as three
 bf16 planes (hi + lo + lo2: float32's precision) in the order the FP4 weight words' nibble pairs
 take, and the router logits in parts (`RouterParts`), from which every GEMV program picks its
-pair's expert itself. `moe_gemv_swiglu` (mlp1) and `moe_gemv_combine` (mlp2, whose last program per
-token and row block adds the k gate-weighted parts into the residual) run `moe_gemv_kernel`, which decodes each
-lane's whole 32-value scale block of FP4 words straight into mma.m16n8k16 A fragments, the block
-scale folded in (kernels.mxfp4.e2m1_mma; design in the kernel's docstring). H100, one 20b layer's
+pair's expert itself. `moe_gemv_swiglu` (mlp1) and `moe_gemv_combine` (mlp2, whose last program
+per token and row block adds the k gate-weighted parts into the residual) run `moe_gemv_kernel`,
+which decodes each lane's whole 32-value scale block of FP4 words straight into mma.m16n8k16 A
+fragments, the block scale folded in (kernels.mxfp4.e2m1_mma; design in the kernel's docstring). H100, one 20b layer's
 four experts: mlp1 19.3 us and mlp2 10.1-11.3 us added to the decode step, against 16.1 and 9.6 us
 for a kernel that only reads the same weights in one launch, and 20.4 + 13.1 us for the float32-FMA
 GEMV this replaced (docs/performance.md, notes 38 and 39).
